@@ -1,0 +1,158 @@
+"""Typed node configuration: built-in defaults < a TOML file < EDGE_* environment.
+
+The defaults here are the embedded default and mirror ``conf/edge.toml`` (a test
+keeps the two in step). An environment variable ``EDGE_<SECTION>_<KEY>`` overrides
+any key, e.g. ``EDGE_HTTP_PORT=9090``; lists are comma-separated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    name: str = "edge-1"
+    region: str = "local"
+    data_dir: str = "~/.local/share/edge"
+
+
+@dataclass(slots=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 65536
+    cors_origins: list[str] = field(default_factory=lambda: ["*"])
+    public_url: str = ""
+
+
+@dataclass(slots=True)
+class AuthConfig:
+    secret: str = ""
+    issuer: str = "edge"
+    token_ttl_seconds: int = 86400
+
+
+@dataclass(slots=True)
+class MediaConfig:
+    ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    inactivity_timeout_seconds: float = 10.0
+    connect_timeout_seconds: float = 15.0
+    keyframe_min_interval_ms: int = 500
+    retransmit_buffer_packets: int = 1024
+    max_publish_bitrate: int = 4_000_000
+    dataplane: str = "python"
+
+
+@dataclass(slots=True)
+class LimitsConfig:
+    sessions_per_minute: int = 120
+    max_rooms: int = 1000
+    max_viewers_per_room: int = 5000
+    max_publishers_per_room: int = 8
+
+
+@dataclass(slots=True)
+class LogConfig:
+    format: str = "auto"
+    level: str = "info"
+
+
+@dataclass(slots=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    # Plugin sections ([plugins.<name>]) and the plugin list, kept as raw TOML
+    # so plugin authors own their schema.
+    plugins: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(os.path.expanduser(self.node.data_dir))
+
+
+SECTIONS = ("node", "http", "auth", "media", "limits", "log")
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [str(v) for v in value]
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{where}: expected a boolean, got {value!r}")
+        return bool(value)
+    try:
+        if kind is int:
+            return int(value)
+        if kind is float:
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+    return str(value)
+
+
+def _apply(section_obj: Any, values: Mapping[str, Any], section: str) -> None:
+    hints = typing.get_type_hints(type(section_obj))
+    names = {f.name for f in dataclasses.fields(section_obj)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown setting [{section}] {key}")
+        setattr(section_obj, key, _coerce(value, hints[key], f"[{section}] {key}"))
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the config: defaults, then the TOML file (if any), then EDGE_* env."""
+    env = os.environ if env is None else env
+    config = Config()
+    if path is None and env.get("EDGE_CONFIG"):
+        path = env["EDGE_CONFIG"]
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for section, values in data.items():
+            if section == "plugins":
+                config.plugins = dict(values) if isinstance(values, dict) else {"load": values}
+                continue
+            if section not in SECTIONS or not isinstance(values, dict):
+                raise ConfigError(f"unknown config section [{section}]")
+            _apply(getattr(config, section), values, section)
+    for name, value in env.items():
+        if not name.startswith("EDGE_") or name == "EDGE_CONFIG":
+            continue
+        rest = name[5:].lower()
+        section, _, key = rest.partition("_")
+        if section in SECTIONS and key:
+            _apply(getattr(config, section), {key: value}, section)
+    if config.media.dataplane not in ("python", "native"):
+        raise ConfigError("[media] dataplane must be 'python' or 'native'")
+    if config.log.format not in ("auto", "json", "console"):
+        raise ConfigError("[log] format must be 'auto', 'json' or 'console'")
+    return config

@@ -1,0 +1,145 @@
+"""Consumer: one viewer's copy of one producer, and the slot it plays in.
+
+A viewer's WHEP offer carries m-lines (slots). Each slot has a fixed outgoing
+SSRC, payload-type map and extension layout, a Forwarder and a
+RetransmitBuffer; the producer feeding it can change (the host leaves, a
+co-host's camera takes the slot) without renegotiation, and the Forwarder keeps
+the stream continuous across the change.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from ..transport.webrtc import (
+    EXT_ABS_SEND_TIME,
+    EXT_AUDIO_LEVEL,
+    EXT_MID,
+    MediaSection,
+    WebRtcTransport,
+)
+from .forwarder import Forwarder
+from .retransmit import RetransmitBuffer
+from .rtp import serialize_extensions
+
+if TYPE_CHECKING:
+    from .producer import Producer
+    from .session import ViewerSession
+
+_ids = itertools.count(1)
+
+
+class ConsumerSlot:
+    def __init__(self, viewer: "ViewerSession", section: MediaSection, buffer_packets: int) -> None:
+        self.viewer = viewer
+        self.section = section
+        self.kind = section.kind
+        self.ssrc = section.local_ssrc
+        self.forwarder = Forwarder(
+            video=section.kind == "video", clock_rate=section.codecs[0].clock_rate
+        )
+        self.retransmit = RetransmitBuffer(buffer_packets)
+        self.consumer: Consumer | None = None
+        ext = section.extensions
+        self.mid_id = ext.get(EXT_MID)
+        self.ast_id = ext.get(EXT_ABS_SEND_TIME)
+        self.level_id = ext.get(EXT_AUDIO_LEVEL)
+        # Consumers with equal keys can share one extension block per packet.
+        self.ext_key = (self.mid_id, section.mid, self.ast_id, self.level_id)
+
+    def payload_type_map(self, producer: "Producer") -> dict[int, int]:
+        """Producer PT -> this slot's PT, for every codec both sides negotiated."""
+        mapping: dict[int, int] = {}
+        for pt, codec in producer.codecs.items():
+            for mine in self.section.codecs:
+                if mine.name != codec.name or mine.clock_rate != codec.clock_rate:
+                    continue
+                if codec.name == "h264" and str(mine.parameters.get("packetization-mode", "0")) != str(
+                    codec.parameters.get("packetization-mode", "0")
+                ):
+                    continue
+                mapping[pt] = mine.payload_type
+                break
+        return mapping
+
+    def accepts(self, producer: "Producer") -> bool:
+        return producer.kind == self.kind and producer.codec.payload_type in self.payload_type_map(producer)
+
+    def extension_block(self, abs_send_time: bytes | None, audio_level: bytes | None) -> bytes:
+        elements: dict[int, bytes] = {}
+        if self.mid_id:
+            elements[self.mid_id] = self.section.mid.encode()
+        if self.ast_id and abs_send_time is not None:
+            elements[self.ast_id] = abs_send_time
+        if self.level_id and audio_level is not None:
+            elements[self.level_id] = audio_level
+        return serialize_extensions(elements)
+
+
+class Consumer:
+    __slots__ = (
+        "id",
+        "producer",
+        "slot",
+        "transport",
+        "ssrc",
+        "pt_map",
+        "forwarder",
+        "retransmit",
+        "packets",
+        "bytes",
+        "nack_requests",
+        "retransmitted",
+        "pli_requests",
+        "remb_bitrate",
+        "fraction_lost",
+        "jitter",
+        "rtt",
+        "last_sr",
+        "last_sr_time",
+        "closed",
+    )
+
+    def __init__(self, producer: "Producer", slot: ConsumerSlot, transport: WebRtcTransport) -> None:
+        self.id = f"c{next(_ids)}"
+        self.producer = producer
+        self.slot = slot
+        self.transport = transport
+        self.ssrc = slot.ssrc
+        self.pt_map = slot.payload_type_map(producer)
+        self.forwarder = slot.forwarder
+        self.retransmit = slot.retransmit
+        self.packets = 0
+        self.bytes = 0
+        self.nack_requests = 0
+        self.retransmitted = 0
+        self.pli_requests = 0
+        self.remb_bitrate: int | None = None
+        self.fraction_lost = 0.0
+        self.jitter = 0
+        self.rtt: float | None = None
+        self.last_sr = 0
+        self.last_sr_time = 0.0
+        self.closed = False
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "producer": self.producer.id,
+            "viewer": self.slot.viewer.participant.identity,
+            "session": self.slot.viewer.id,
+            "mid": self.slot.section.mid,
+            "ssrc": self.ssrc,
+            "kind": self.producer.kind,
+            "waiting_for_keyframe": self.forwarder.waiting_for_keyframe,
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "nack_requests": self.nack_requests,
+            "retransmitted": self.retransmitted,
+            "pli_requests": self.pli_requests,
+            "remb_bitrate": self.remb_bitrate,
+            "fraction_lost": round(self.fraction_lost, 4),
+            "jitter": self.jitter,
+            "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
+        }

@@ -1,0 +1,98 @@
+"""The media data plane: per-packet fan-out, behind one small interface.
+
+``PythonDataPlane`` is the reference implementation. A native plane (native/)
+implements the same two calls and must produce byte-identical packets; the
+control plane never loops over packets itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from .rtp import RtpHeader, abs_send_time, build_packet
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+    from .producer import Producer
+
+
+class DataPlane(Protocol):
+    name: str
+
+    def forward(
+        self, producer: "Producer", data: bytes, header: RtpHeader, keyframe: bool, now: float
+    ) -> int:
+        """Send one ingress packet to every consumer of ``producer``; return packets sent."""
+
+    def retransmit(self, consumer: "Consumer", sequence_numbers: list[int]) -> int:
+        """Re-send NACKed packets from the consumer's RetransmitBuffer; return how many."""
+
+
+class PythonDataPlane:
+    name = "python"
+
+    def forward(
+        self, producer: "Producer", data: bytes, header: RtpHeader, keyframe: bool, now: float
+    ) -> int:
+        end = len(data) - header.padding_length
+        payload = data[header.payload_offset : end]
+        if not payload:  # padding-only probe packets carry nothing for a viewer
+            return 0
+        ast = abs_send_time(now) if producer.video else None
+        level = (
+            header.extensions.get(producer.audio_level_id) if producer.audio_level_id else None
+        )
+        blocks: dict[tuple[object, ...], bytes] = {}
+        marker = header.marker
+        pt_in = header.payload_type
+        seq_in = header.sequence_number
+        ts_in = header.timestamp
+        sent = 0
+        for consumer in producer.consumers:
+            mapped = consumer.forwarder.map(seq_in, ts_in, keyframe, now)
+            if mapped is None:
+                continue
+            pt = consumer.pt_map.get(pt_in)
+            if pt is None:
+                continue
+            slot = consumer.slot
+            block = blocks.get(slot.ext_key)
+            if block is None:
+                block = blocks[slot.ext_key] = slot.extension_block(ast, level)
+            packet = build_packet(
+                marker=marker,
+                payload_type=pt,
+                sequence_number=mapped[0],
+                timestamp=mapped[1],
+                ssrc=consumer.ssrc,
+                extension_block=block,
+                payload=payload,
+            )
+            transport = consumer.transport
+            protected = transport.protect_rtp(packet)
+            consumer.retransmit.put(mapped[0], protected)
+            transport.send_protected(protected)
+            consumer.packets += 1
+            consumer.bytes += len(packet)
+            sent += 1
+        return sent
+
+    def retransmit(self, consumer: "Consumer", sequence_numbers: list[int]) -> int:
+        served = 0
+        buffer = consumer.retransmit
+        send = consumer.transport.send_protected
+        for seq in sequence_numbers:
+            packet = buffer.get(seq)
+            if packet is not None:
+                send(packet)
+                served += 1
+        return served
+
+
+def create_dataplane(name: str) -> tuple[DataPlane, str | None]:
+    """The configured plane, and a warning when it had to fall back to Python."""
+    if name == "native":
+        return PythonDataPlane(), (
+            "the native data plane is not part of this build; running the Python plane"
+        )
+    return PythonDataPlane(), None

@@ -1,0 +1,76 @@
+"""Forwarder: per-consumer RTP sequence/timestamp rewrite.
+
+A consumer's outgoing stream must look like one continuous stream to the viewer
+whatever happens upstream: the first packet, a change of producer in the same
+slot (a co-host replacing the host, later a simulcast layer switch). On each
+such start the Forwarder picks offsets so that sequence numbers continue at
+last+1 and timestamps advance by the wall-clock time that passed. Video starts
+only on a keyframe, otherwise the viewer's decoder would show garbage.
+"""
+
+from __future__ import annotations
+
+import random
+
+from .rtp import seq_newer
+
+
+class Forwarder:
+    __slots__ = (
+        "video",
+        "clock_rate",
+        "source",
+        "seq_offset",
+        "ts_offset",
+        "last_seq",
+        "last_ts",
+        "last_wall",
+        "started",
+    )
+
+    def __init__(self, *, video: bool, clock_rate: int) -> None:
+        self.video = video
+        self.clock_rate = clock_rate
+        self.source: object | None = None
+        self.seq_offset = 0
+        self.ts_offset = 0
+        self.last_seq: int | None = None
+        self.last_ts = 0
+        self.last_wall = 0.0
+        self.started = False
+
+    @property
+    def waiting_for_keyframe(self) -> bool:
+        return self.video and not self.started
+
+    def switch(self, source: object, clock_rate: int) -> None:
+        """Take packets from another source from its next keyframe on."""
+        self.source = source
+        self.clock_rate = clock_rate
+        self.started = False
+
+    def map(self, seq: int, ts: int, keyframe: bool, now: float) -> tuple[int, int] | None:
+        """Outgoing (seq, ts) for an incoming packet, or None to skip it."""
+        if not self.started:
+            if self.video and not keyframe:
+                return None
+            self._rebase(seq, ts, now)
+        out_seq = (seq + self.seq_offset) & 0xFFFF
+        out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
+        if seq_newer(out_seq, self.last_seq):  # type: ignore[arg-type]
+            self.last_seq = out_seq
+            self.last_ts = out_ts
+            self.last_wall = now
+        return out_seq, out_ts
+
+    def _rebase(self, seq: int, ts: int, now: float) -> None:
+        if self.last_seq is None:
+            # Random origins, as RFC 3550 asks of a new stream.
+            self.seq_offset = (random.getrandbits(15) - seq) & 0xFFFF
+            self.ts_offset = (random.getrandbits(32) - ts) & 0xFFFFFFFF
+            self.last_seq = (seq + self.seq_offset - 1) & 0xFFFF
+        else:
+            self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
+            elapsed = max(1, int((now - self.last_wall) * self.clock_rate))
+            self.ts_offset = (self.last_ts + elapsed - ts) & 0xFFFFFFFF
+        self.started = True

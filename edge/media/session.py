@@ -1,0 +1,431 @@
+"""Sessions: a WHIP publisher or a WHEP viewer bound to one WebRtcTransport.
+
+A PublisherSession turns the publisher's m-lines into Producers and routes its
+RTP (by SSRC, then MID) into the data plane; it answers with receiver reports,
+REMB, NACKs and throttled PLIs. A ViewerSession owns consumer slots (its
+m-lines) and handles the viewer's RTCP: NACKs are served from the slot's
+RetransmitBuffer, PLI/FIR become keyframe requests, RR/REMB update the stats.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from ..transport.webrtc import EXT_MID, MediaSection, WebRtcTransport
+from . import rtcp
+from .codecs import is_keyframe
+from .consumer import Consumer, ConsumerSlot
+from .producer import Producer
+from .retransmit import buffer_size
+from .rtp import RtpHeader, unwrap_rtx
+
+if TYPE_CHECKING:
+    from .node import MediaNode
+    from .participant import Participant
+    from .room import Room
+
+
+class Session:
+    kind = "session"
+
+    def __init__(
+        self, node: "MediaNode", room: "Room", participant: "Participant", transport: WebRtcTransport
+    ) -> None:
+        self.id = transport.id
+        self.node = node
+        self.room = room
+        self.participant = participant
+        self.transport = transport
+        self.created_at = time.time()
+        self.closed = False
+        # SSRC the node uses as sender of its own RTCP on this transport.
+        self.rtcp_ssrc = random.getrandbits(32) or 1
+        transport.on_rtp = self.on_rtp
+        transport.on_rtcp = self.on_rtcp
+        transport.on_drop = self._dropped
+
+    def _dropped(self, reason: str) -> None:
+        self.node.metrics.dropped.labels(reason).inc()
+
+    def on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        self._dropped("unexpected_rtp")
+
+    def on_rtcp(self, data: bytes) -> None:
+        pass
+
+    def on_connected(self) -> None:
+        pass
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "room": self.room.name,
+            "participant": self.participant.identity,
+            "role": self.participant.role,
+            "state": self.transport.state,
+            "created_at": self.created_at,
+        }
+
+
+def _source_names(sections: list[MediaSection], requested: list[str]) -> list[str]:
+    """camera/microphone for the first video/audio m-line, then screen, screen-audio."""
+    names: list[str] = []
+    seen = {"audio": 0, "video": 0}
+    for i, section in enumerate(sections):
+        if i < len(requested) and requested[i]:
+            names.append(requested[i])
+            continue
+        n = seen[section.kind]
+        seen[section.kind] += 1
+        if section.kind == "video":
+            names.append("camera" if n == 0 else f"screen{'' if n == 1 else n}")
+        else:
+            names.append("microphone" if n == 0 else f"screen-audio{'' if n == 1 else n}")
+    return names
+
+
+class PublisherSession(Session):
+    kind = "whip"
+
+    def __init__(self, *args: object, sources: list[str] | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.producers: list[Producer] = []
+        self._by_ssrc: dict[int, Producer] = {}
+        self._by_mid: dict[str, Producer] = {}
+        self._rtx: dict[int, Producer] = {}
+        self._mid_ext: dict[str, int] = {}
+        names = _source_names(self.transport.sections, sources or [])
+        interval = self.node.config.media.keyframe_min_interval_ms / 1000.0
+        for section, source in zip(self.transport.sections, names):
+            ssrc = section.remote_ssrcs[0] if section.remote_ssrcs else None
+            producer = Producer(
+                producer_id=f"{self.id[:8]}-{section.mid}",
+                participant=self.participant,
+                section=section,
+                ssrc=ssrc,
+                source=source,
+                send_pli=self._send_pli,
+                keyframe_interval=interval,
+            )
+            self.producers.append(producer)
+            self._by_mid[section.mid] = producer
+            if ssrc is not None:
+                self._by_ssrc[ssrc] = producer
+            for rtx_ssrc, media_ssrc in section.remote_rtx.items():
+                if media_ssrc == ssrc:
+                    self._rtx[rtx_ssrc] = producer
+            if EXT_MID in section.extensions:
+                self._mid_ext[section.mid] = section.extensions[EXT_MID]
+        self._mid_ext_id = next(iter(self._mid_ext.values()), None)
+
+    def on_connected(self) -> None:
+        for producer in self.producers:
+            self.room.add_producer(producer)
+            self.node.plugins_producer_added(producer)
+
+    # ingress ----------------------------------------------------------------
+
+    def _learn(self, header: RtpHeader) -> Producer | None:
+        """A packet from an SSRC the SDP did not announce: route it by MID."""
+        if self._mid_ext_id is None:
+            return None
+        mid = header.extensions.get(self._mid_ext_id)
+        if mid is None:
+            return None
+        producer = self._by_mid.get(mid.decode(errors="replace"))
+        if producer is None:
+            return None
+        if producer.ssrc is None and header.payload_type in producer.codecs:
+            producer.ssrc = header.ssrc
+            self._by_ssrc[header.ssrc] = producer
+            return producer
+        if header.payload_type in producer.rtx_payload_types and header.ssrc not in self._rtx:
+            self._rtx[header.ssrc] = producer
+        return None
+
+    def on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        try:
+            header = RtpHeader.parse(data)
+        except ValueError:
+            self._dropped("malformed_rtp")
+            return
+        producer = self._by_ssrc.get(header.ssrc)
+        if producer is None:
+            rtx_of = self._rtx.get(header.ssrc)
+            if rtx_of is None:
+                producer = self._learn(header)
+                rtx_of = self._rtx.get(header.ssrc)
+            if producer is None and rtx_of is not None:
+                apt = rtx_of.rtx_payload_types.get(header.payload_type)
+                if apt is None or rtx_of.ssrc is None:
+                    self._dropped("unknown_payload_type")
+                    return
+                try:
+                    data = unwrap_rtx(data, header, payload_type=apt, ssrc=rtx_of.ssrc)
+                    header = RtpHeader.parse(data)
+                except ValueError:
+                    self._dropped("malformed_rtx")
+                    return
+                producer = rtx_of
+            if producer is None:
+                self._dropped("unknown_ssrc")
+                return
+        if header.payload_type != producer.codec.payload_type and not producer.set_codec(
+            header.payload_type
+        ):
+            self._dropped("unknown_payload_type")
+            return
+        now = time.time()
+        missing = producer.stats.add(header.sequence_number, header.timestamp, len(data), now)
+        if missing and producer.nack_enabled:
+            self._send_nack(producer, missing)
+        keyframe = False
+        if producer.video:
+            keyframe = is_keyframe(producer.codec.name, data[header.payload_offset :])
+            if keyframe:
+                producer.keyframes_seen += 1
+        if producer.consumers:
+            self.node.dataplane.forward(producer, data, header, keyframe, now)
+
+    def on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = rtcp.parse_rtcp(data)
+        except ValueError:
+            self._dropped("malformed_rtcp")
+            return
+        for packet in packets:
+            if isinstance(packet, rtcp.SenderReport):
+                producer = self._by_ssrc.get(packet.ssrc)
+                if producer is not None:
+                    self._sender_report(producer, packet)
+
+    def _sender_report(self, producer: Producer, report: rtcp.SenderReport) -> None:
+        """Translate the publisher's SR for each consumer: same NTP time, its own RTP clock.
+
+        Every consumer of the publisher's audio and video keeps the publisher's
+        NTP<->RTP mapping (shifted by its timestamp offset), so lip sync holds.
+        """
+        now = time.time()
+        producer.stats.last_sr = rtcp.ntp_middle(report.ntp_timestamp)
+        producer.stats.last_sr_time = now
+        for consumer in producer.consumers:
+            if not consumer.forwarder.started:
+                continue
+            sr = rtcp.SenderReport(
+                ssrc=consumer.ssrc,
+                ntp_timestamp=report.ntp_timestamp,
+                rtp_timestamp=(report.rtp_timestamp + consumer.forwarder.ts_offset) & 0xFFFFFFFF,
+                packet_count=consumer.packets & 0xFFFFFFFF,
+                octet_count=consumer.bytes & 0xFFFFFFFF,
+                reports=[],
+            )
+            consumer.last_sr = rtcp.ntp_middle(report.ntp_timestamp)
+            consumer.last_sr_time = now
+            sdes = rtcp.SourceDescription.cname(consumer.ssrc, consumer.slot.viewer.cname)
+            consumer.transport.send_rtcp(bytes(sr) + bytes(sdes))
+
+    # feedback upstream ---------------------------------------------------------
+
+    def _send_pli(self, producer: Producer) -> None:
+        if producer.ssrc is None or self.closed:
+            return
+        self.transport.send_rtcp(bytes(rtcp.Pli(sender_ssrc=self.rtcp_ssrc, media_ssrc=producer.ssrc)))
+        self.node.metrics.pli_sent.inc()
+
+    def _send_nack(self, producer: Producer, missing: list[int]) -> None:
+        assert producer.ssrc is not None
+        nack = rtcp.Nack(sender_ssrc=self.rtcp_ssrc, media_ssrc=producer.ssrc, lost=missing)
+        self.transport.send_rtcp(bytes(nack))
+        self.node.metrics.nack_sent.inc(len(missing))
+
+    def tick(self, now: float) -> None:
+        """Once a second: receiver reports and the REMB cap for every producer."""
+        if not self.transport.connected.is_set() or self.closed:
+            return
+        live = [p for p in self.producers if p.ssrc is not None and p.stats.base_seq is not None]
+        if not live:
+            return
+        rr = rtcp.ReceiverReport(
+            ssrc=self.rtcp_ssrc, reports=[p.stats.report_block(p.ssrc, now) for p in live]  # type: ignore[arg-type]
+        )
+        packet = bytes(rr)
+        video = [p.ssrc for p in live if p.video]
+        if video:
+            remb = rtcp.Remb(
+                sender_ssrc=self.rtcp_ssrc,
+                bitrate=self.node.config.media.max_publish_bitrate,
+                ssrcs=video,  # type: ignore[arg-type]
+            )
+            packet += bytes(remb)
+        self.transport.send_rtcp(packet)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for producer in self.producers:
+            if producer.id in self.room.producers:
+                self.room.remove_producer(producer)
+                self.node.retire_producer(producer)
+                self.node.plugins_producer_removed(producer)
+            producer.close()
+
+    def describe(self) -> dict[str, object]:
+        out = super().describe()
+        out["producers"] = [p.describe() for p in self.producers]
+        return out
+
+
+class ViewerSession(Session):
+    kind = "whep"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        size = buffer_size(self.node.config.media.retransmit_buffer_packets)
+        self.slots = [ConsumerSlot(self, s, size) for s in self.transport.sections]
+        self._by_ssrc = {slot.ssrc: slot for slot in self.slots}
+        self.cname = secrets.token_hex(8)
+
+    def on_connected(self) -> None:
+        self.room.add_viewer(self)
+
+    # slot management -------------------------------------------------------------
+
+    def fill_slots(self, producers: list[Producer]) -> None:
+        if self.closed or not self.transport.connected.is_set():
+            return
+        taken = {slot.consumer.producer.id for slot in self.slots if slot.consumer}
+        for slot in self.slots:
+            if slot.consumer is not None:
+                continue
+            for producer in producers:
+                if producer.id in taken or producer.closed or not slot.accepts(producer):
+                    continue
+                self._attach(slot, producer)
+                taken.add(producer.id)
+                break
+
+    def _attach(self, slot: ConsumerSlot, producer: Producer) -> None:
+        slot.forwarder.switch(producer, producer.codec.clock_rate)
+        consumer = Consumer(producer, slot, self.transport)
+        slot.consumer = consumer
+        producer.consumers.append(consumer)
+        if producer.video:
+            self.node.metrics.keyframe_requests.labels("join").inc()
+            producer.keyframes.request()
+
+    def detach(self, consumer: Consumer) -> None:
+        consumer.closed = True
+        if consumer in consumer.producer.consumers:
+            consumer.producer.consumers.remove(consumer)
+        if consumer.slot.consumer is consumer:
+            consumer.slot.consumer = None
+        self.node.retire_consumer(consumer)
+
+    def tick(self, now: float) -> None:
+        # A consumer still waiting for its first keyframe asks again (throttled
+        # upstream): the first PLI or the keyframe itself may have been lost.
+        for slot in self.slots:
+            consumer = slot.consumer
+            if consumer is not None and consumer.forwarder.waiting_for_keyframe:
+                self.node.metrics.keyframe_requests.labels("waiting").inc()
+                consumer.producer.keyframes.request()
+
+    # viewer RTCP ---------------------------------------------------------------------
+
+    def _consumer(self, ssrc: int) -> Consumer | None:
+        slot = self._by_ssrc.get(ssrc)
+        return slot.consumer if slot is not None else None
+
+    def on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = rtcp.parse_rtcp(data)
+        except ValueError:
+            self._dropped("malformed_rtcp")
+            return
+        metrics = self.node.metrics
+        for packet in packets:
+            if isinstance(packet, rtcp.Nack):
+                consumer = self._consumer(packet.media_ssrc)
+                if consumer is None:
+                    continue
+                served = self.node.dataplane.retransmit(consumer, packet.lost)
+                consumer.nack_requests += len(packet.lost)
+                consumer.retransmitted += served
+                metrics.nack_received.inc(len(packet.lost))
+                metrics.nack_served.inc(served)
+                if served < len(packet.lost):
+                    metrics.nack_missed.inc(len(packet.lost) - served)
+            elif isinstance(packet, rtcp.Pli):
+                self._keyframe_wanted(packet.media_ssrc, "viewer_pli")
+            elif isinstance(packet, rtcp.Fir):
+                for ssrc, _ in packet.entries:
+                    self._keyframe_wanted(ssrc, "viewer_fir")
+            elif isinstance(packet, rtcp.Remb):
+                for ssrc in packet.ssrcs:
+                    consumer = self._consumer(ssrc)
+                    if consumer is not None:
+                        consumer.remb_bitrate = packet.bitrate
+            elif isinstance(packet, (rtcp.ReceiverReport, rtcp.SenderReport)):
+                self._reports(packet.reports)
+
+    def _keyframe_wanted(self, ssrc: int, source: str) -> None:
+        consumer = self._consumer(ssrc)
+        if consumer is None:
+            return
+        consumer.pli_requests += 1
+        self.node.metrics.keyframe_requests.labels(source).inc()
+        consumer.producer.keyframes.request()
+
+    def _reports(self, blocks: list[rtcp.ReportBlock]) -> None:
+        now = time.time()
+        for block in blocks:
+            consumer = self._consumer(block.ssrc)
+            if consumer is None:
+                continue
+            consumer.fraction_lost = block.fraction_lost / 256.0
+            consumer.jitter = block.jitter
+            if block.lsr and block.lsr == consumer.last_sr:
+                consumer.rtt = max(0.0, now - consumer.last_sr_time - block.dlsr / 65536.0)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.room.remove_viewer(self)
+        for slot in self.slots:
+            if slot.consumer is not None:
+                self.detach(slot.consumer)
+
+    def describe(self) -> dict[str, object]:
+        out = super().describe()
+        out["slots"] = [
+            {
+                "mid": slot.section.mid,
+                "kind": slot.kind,
+                "ssrc": slot.ssrc,
+                "producer": None if slot.consumer is None else slot.consumer.producer.id,
+                "participant": None
+                if slot.consumer is None
+                else slot.consumer.producer.participant.identity,
+                "source": None if slot.consumer is None else slot.consumer.producer.source,
+            }
+            for slot in self.slots
+        ]
+        taken = {s["producer"] for s in out["slots"]}  # type: ignore[index]
+        out["unassigned_producers"] = [
+            {"id": p.id, "kind": p.kind, "source": p.source, "participant": p.participant.identity}
+            for p in self.room.ordered_producers()
+            if p.id not in taken
+        ]
+        return out

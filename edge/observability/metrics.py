@@ -1,0 +1,108 @@
+"""Prometheus metrics of one node.
+
+Low-rate events (sessions, PLIs, NACKs, drops) are prometheus counters. Per-packet
+counts live as plain ints on Producer/Consumer objects (a prometheus ``inc()``
+takes a lock: too dear per packet) and are summed at scrape time by
+``MediaCollector``, together with what closed objects left behind.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ..media.node import MediaNode
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sessions = Counter(
+            "edge_sessions", "WHIP/WHEP sessions created", ["kind"], registry=r
+        )
+        self.session_errors = Counter(
+            "edge_session_errors", "Session requests refused", ["kind", "status"], registry=r
+        )
+        self.transports_reaped = Counter(
+            "edge_transports_reaped", "Transports closed by the node", ["reason"], registry=r
+        )
+        self.pli_sent = Counter(
+            "edge_pli_sent", "Keyframe requests (PLI) sent to publishers", registry=r
+        )
+        self.keyframe_requests = Counter(
+            "edge_keyframe_requests",
+            "Keyframe requests received (consumer joins, viewer PLI/FIR), before aggregation",
+            ["source"],
+            registry=r,
+        )
+        self.nack_received = Counter(
+            "edge_nack_received", "Sequence numbers NACKed by viewers", registry=r
+        )
+        self.nack_served = Counter(
+            "edge_nack_served", "NACKed packets retransmitted from a RetransmitBuffer", registry=r
+        )
+        self.nack_missed = Counter(
+            "edge_nack_missed", "NACKed packets no longer in the RetransmitBuffer", registry=r
+        )
+        self.nack_sent = Counter(
+            "edge_nack_sent", "Sequence numbers NACKed upstream to publishers", registry=r
+        )
+        self.dropped = Counter(
+            "edge_dropped_packets", "Inbound packets dropped", ["reason"], registry=r
+        )
+        self.codec_instances = Counter(
+            "edge_codec_instances",
+            "Decoders/encoders instantiated in the node (must stay 0: the node never transcodes)",
+            ["what"],
+            registry=r,
+        )
+        self.dataplane = Gauge(
+            "edge_dataplane_info", "Active media data plane", ["plane"], registry=r
+        )
+        self.info = Gauge("edge_node_info", "Node identity", ["name", "region"], registry=r)
+
+    def attach(self, node: "MediaNode") -> None:
+        self.registry.register(MediaCollector(node))
+
+
+class MediaCollector(Collector):
+    def __init__(self, node: "MediaNode") -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        rooms = GaugeMetricFamily("edge_rooms", "Open rooms")
+        rooms.add_metric([], len(node.rooms))
+        yield rooms
+        participants = GaugeMetricFamily("edge_participants", "Participants", labels=["role"])
+        by_role: dict[str, int] = {}
+        producers = consumers = 0
+        for room in node.rooms.values():
+            for p in room.participants.values():
+                by_role[p.role] = by_role.get(p.role, 0) + 1
+            producers += len(room.producers)
+            consumers += sum(len(p.consumers) for p in room.producers.values())
+        for role, n in sorted(by_role.items()):
+            participants.add_metric([role], n)
+        yield participants
+        g = GaugeMetricFamily("edge_producers", "Producers (incoming tracks)")
+        g.add_metric([], producers)
+        yield g
+        g = GaugeMetricFamily("edge_consumers", "Consumers (one per viewer per producer)")
+        g.add_metric([], consumers)
+        yield g
+        totals = node.packet_totals()
+        for name, help_text, key in (
+            ("edge_packets_in", "RTP packets received from publishers", "packets_in"),
+            ("edge_bytes_in", "RTP bytes received from publishers", "bytes_in"),
+            ("edge_packets_out", "RTP packets sent to viewers", "packets_out"),
+            ("edge_bytes_out", "RTP bytes sent to viewers", "bytes_out"),
+        ):
+            c = CounterMetricFamily(name, help_text)
+            c.add_metric([], totals[key])
+            yield c

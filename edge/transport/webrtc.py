@@ -1,0 +1,446 @@
+"""WebRTC transport: aiortc for SDP, ICE and DTLS only.
+
+This is the one module that touches aiortc/aioice private APIs (pinned:
+aiortc==1.16.0, aioice==0.13.0, pylibsrtp==1.0.0; tests/unit/test_webrtc_glue.py
+fails loudly when an upgrade moves any of them). What it does with them:
+
+* ``EdgePeerConnection`` overrides the name-mangled transceiver factory so that
+  every RTCRtpReceiver/RTCRtpSender it creates is never started: no decoder
+  thread, no encoder, no 20 ms polling sender task, no bogus SR/BYE.
+* The DTLS transport's ``_handle_rtp_data`` / ``_handle_rtcp_data`` are replaced
+  on the instance: decrypted RTP/RTCP bytes come to the node untouched, with
+  every header extension intact.
+* Egress is protected with the DTLS transport's own outbound SRTP session
+  (``_tx_srtp``; nothing else sends RTP/RTCP on it since the senders never run)
+  and written with a plain ``sendto`` on the nominated ICE pair's socket.
+* ``_rx_srtp`` is wrapped to count datagrams that fail SRTP authentication.
+
+See shared/research/aiortc_sfu.md for the hook points and their measured cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import aioice.ice
+import pylibsrtp
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+    rtcrtpreceiver,
+    rtcrtpsender,
+)
+from aiortc.codecs import CODECS
+from aiortc.rtcpeerconnection import is_codec_compatible  # noqa: F401  (pinned API probe)
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from ..errors import InvalidStateError, NegotiationError
+
+EXT_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+EXT_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+EXT_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+EXT_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+EXT_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+EXT_TRANSPORT_CC = (
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+)
+
+
+def supported_codecs() -> list[str]:
+    """Codecs the node can forward, as ``audio/opus``-style names (for 406 answers)."""
+    names: list[str] = []
+    for kind in ("audio", "video"):
+        for codec in CODECS[kind]:
+            name = codec.mimeType
+            if name.lower().endswith("/rtx") or name in names:
+                continue
+            names.append(name)
+    return names
+
+
+# --- process-wide installation -------------------------------------------------
+
+_ice_addresses: list[str] | None = None
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _configured_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    if _ice_addresses is None:
+        return _original_get_host_addresses(use_ipv4, use_ipv6)
+    return [a for a in _ice_addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+
+def install_ice_addresses(addresses: list[str] | None) -> None:
+    """Gather ICE host candidates only on these addresses (None = aioice's default).
+
+    aioice skips 127.0.0.1, so a loopback-only node needs this to be reachable.
+    """
+    global _ice_addresses
+    _ice_addresses = list(addresses) if addresses else None
+    aioice.ice.get_host_addresses = _configured_host_addresses
+
+
+def install_codec_tripwire(on_codec: Callable[[str], None]) -> None:
+    """Report every decoder/encoder aiortc would create in this process.
+
+    The node never transcodes; the tripwire turns an accidental decode into a
+    metric (edge_codec_instances) and an exception instead of silent CPU burn.
+    """
+    original_decoder = rtcrtpreceiver.get_decoder
+    original_encoder = rtcrtpsender.get_encoder
+
+    def get_decoder(codec: Any) -> Any:
+        on_codec("decoder")
+        raise RuntimeError(f"edge never decodes media (asked for a {codec.mimeType} decoder)")
+
+    def get_encoder(codec: Any) -> Any:
+        on_codec("encoder")
+        raise RuntimeError(f"edge never encodes media (asked for a {codec.mimeType} encoder)")
+
+    get_decoder.original = original_decoder  # type: ignore[attr-defined]
+    get_encoder.original = original_encoder  # type: ignore[attr-defined]
+    rtcrtpreceiver.get_decoder = get_decoder
+    rtcrtpsender.get_encoder = get_encoder
+
+
+# --- negotiated facts -----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CodecInfo:
+    name: str  # lower-case MIME subtype: "opus", "vp8", "h264"
+    payload_type: int
+    clock_rate: int
+    channels: int | None
+    parameters: dict[str, Any]
+    rtx_payload_type: int | None = None
+    feedback: frozenset[str] = frozenset()
+
+    @property
+    def mime_type(self) -> str:
+        return self.name
+
+
+@dataclass(slots=True)
+class MediaSection:
+    """One negotiated m-line, as the node sees it."""
+
+    mid: str
+    kind: str  # "audio" | "video"
+    index: int
+    codecs: list[CodecInfo]
+    extensions: dict[str, int]  # URI -> negotiated id
+    local_ssrc: int  # the SSRC the node announced (used when sending)
+    remote_ssrcs: list[int] = field(default_factory=list)  # announced by the peer
+    remote_rtx: dict[int, int] = field(default_factory=dict)  # rtx ssrc -> media ssrc
+    msid: str = ""
+
+    def codec_by_pt(self, payload_type: int) -> CodecInfo | None:
+        for c in self.codecs:
+            if c.payload_type == payload_type:
+                return c
+        return None
+
+
+def _codec_infos(codecs: list[RTCRtpCodecParameters]) -> list[CodecInfo]:
+    infos: list[CodecInfo] = []
+    rtx: dict[int, int] = {}
+    for c in codecs:
+        subtype = c.mimeType.split("/", 1)[1].lower()
+        if subtype == "rtx":
+            apt = c.parameters.get("apt")
+            if isinstance(apt, int):
+                rtx[apt] = c.payloadType
+            continue
+        infos.append(
+            CodecInfo(
+                name=subtype,
+                payload_type=c.payloadType,
+                clock_rate=c.clockRate,
+                channels=c.channels,
+                parameters=dict(c.parameters),
+                feedback=frozenset(
+                    f"{fb.type} {fb.parameter}".strip() for fb in c.rtcpFeedback
+                ),
+            )
+        )
+    for info in infos:
+        info.rtx_payload_type = rtx.get(info.payload_type)
+    return infos
+
+
+# --- aiortc glue ----------------------------------------------------------------
+
+
+async def _never_start(*_args: Any, **_kwargs: Any) -> None:
+    """Replaces RTCRtpSender.send / RTCRtpReceiver.receive: the node moves RTP itself."""
+
+
+class EdgePeerConnection(RTCPeerConnection):
+    """An RTCPeerConnection whose RTP senders/receivers never run."""
+
+    def _RTCPeerConnection__createTransceiver(  # noqa: N802  (mangled name override)
+        self, direction: str, kind: str, sender_track: Any = None
+    ) -> RTCRtpTransceiver:
+        create = RTCPeerConnection._RTCPeerConnection__createTransceiver  # type: ignore[attr-defined]
+        transceiver: RTCRtpTransceiver = create(self, direction, kind, sender_track)
+        transceiver.sender.send = _never_start  # type: ignore[method-assign]
+        transceiver.receiver.receive = _never_start  # type: ignore[method-assign]
+        return transceiver
+
+
+class _CountingSrtp:
+    """Wraps the inbound pylibsrtp Session to count what fails authentication."""
+
+    __slots__ = ("_session", "_on_error")
+
+    def __init__(self, session: pylibsrtp.Session, on_error: Callable[[str], None]) -> None:
+        self._session = session
+        self._on_error = on_error
+
+    def unprotect(self, data: bytes) -> bytes:
+        try:
+            return self._session.unprotect(data)
+        except pylibsrtp.Error:
+            self._on_error("srtp")
+            raise
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        try:
+            return self._session.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            self._on_error("srtcp")
+            raise
+
+
+RtpHandler = Callable[[bytes, int], None]
+RtcpHandler = Callable[[bytes], None]
+
+
+class WebRtcTransport:
+    """One WebRTC peer: SDP negotiation, ICE/DTLS, and raw SRTP in and out.
+
+    ``on_rtp(data, arrival_ms)`` and ``on_rtcp(data)`` get decrypted bytes;
+    ``send_rtp`` / ``send_rtcp`` protect and send. Packet handlers are plain
+    functions (no await on the media path).
+    """
+
+    def __init__(self, transport_id: str) -> None:
+        self.id = transport_id
+        self.pc = EdgePeerConnection(RTCConfiguration(iceServers=[]))
+        self.sections: list[MediaSection] = []
+        self.created_at = time.monotonic()
+        self.last_rx = self.created_at
+        self.connected = asyncio.Event()
+        self.closed = False
+        self.on_rtp: RtpHandler = lambda data, arrival: None
+        self.on_rtcp: RtcpHandler = lambda data: None
+        self.on_state: Callable[[str], Awaitable[None] | None] = lambda state: None
+        self.on_drop: Callable[[str], None] = lambda reason: None
+        self._tx: pylibsrtp.Session | None = None
+        self._sendto: Callable[[bytes, Any], None] | None = None
+        self._remote_addr: Any = None
+        self._ufrag: str = ""
+        self.pc.on("connectionstatechange", self._connection_state_changed)
+
+    # negotiation -----------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self.pc.connectionState
+
+    @property
+    def data_channel_offered(self) -> bool:
+        return any(m.kind == "application" for m in self._remote_sdp().media)
+
+    async def answer(self, offer_sdp: str, *, send: bool) -> str:
+        """Answer an offer. ``send`` = the node sends media (WHEP), else receives (WHIP)."""
+        try:
+            parsed = SessionDescription.parse(offer_sdp)
+        except Exception as exc:  # aiortc's parser raises assorted errors
+            raise NegotiationError(f"malformed SDP offer: {exc or type(exc).__name__}") from None
+        media = [m for m in parsed.media if m.kind in ("audio", "video")]
+        if not media:
+            raise NegotiationError("the SDP offer has no audio or video m-line")
+        for m in parsed.media:
+            if not m.ice.usernameFragment or not m.ice.password:
+                raise NegotiationError(f"m-line {m.kind} has no a=ice-ufrag/a=ice-pwd")
+            if not m.dtls or not m.dtls.fingerprints:
+                raise NegotiationError(f"m-line {m.kind} has no a=fingerprint")
+        wrong = [m.direction for m in media if m.direction not in (
+            ("recvonly", "sendrecv") if send else ("sendonly", "sendrecv"))]
+        if wrong:
+            need = "recvonly" if send else "sendonly"
+            raise NegotiationError(f"m-lines must be {need} here, got {', '.join(wrong)}")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except Exception as exc:
+            message = str(exc) or type(exc).__name__
+            if "send parameters" in message or "receive parameters" in message or "codec" in message.lower():
+                offered = sorted({c.mimeType for m in parsed.media for c in m.rtp.codecs})
+                raise NegotiationError(
+                    f"no common codec: offered {', '.join(offered) or 'none'}; "
+                    f"this node forwards {', '.join(supported_codecs())}",
+                    status=406,
+                    supported=supported_codecs(),
+                ) from None
+            raise NegotiationError(f"cannot apply the SDP offer: {message}") from None
+        for t in self.pc.getTransceivers():
+            t.direction = "sendonly" if send else "recvonly"
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self.sections = self._collect_sections()
+        self._ufrag = parsed.media[0].ice.usernameFragment or ""
+        return self.pc.localDescription.sdp
+
+    def _remote_sdp(self) -> SessionDescription:
+        return SessionDescription.parse(self.pc.remoteDescription.sdp)
+
+    def _collect_sections(self) -> list[MediaSection]:
+        remote = self._remote_sdp()
+        sections: list[MediaSection] = []
+        for t in self.pc.getTransceivers():
+            index = t._get_mline_index()
+            rmedia = remote.media[index]
+            ssrcs = [s.ssrc for s in rmedia.ssrc]
+            rtx: dict[int, int] = {}
+            for group in rmedia.ssrc_group:
+                if group.semantic == "FID" and len(group.items) == 2:
+                    rtx[int(group.items[1])] = int(group.items[0])
+            media_ssrcs = [s for s in dict.fromkeys(ssrcs) if s not in rtx]
+            sections.append(
+                MediaSection(
+                    mid=t.mid or str(index),
+                    kind=t.kind,
+                    index=index,
+                    codecs=_codec_infos(t._codecs),
+                    extensions={e.uri: e.id for e in t._headerExtensions},
+                    local_ssrc=t.sender._ssrc,
+                    remote_ssrcs=media_ssrcs,
+                    remote_rtx=rtx,
+                    msid=rmedia.msid or "",
+                )
+            )
+        return sections
+
+    async def add_ice_fragment(self, fragment: str) -> bool:
+        """Apply a trickle-ICE sdpfrag. Returns False for an ICE restart (not supported)."""
+        ufrag = ""
+        candidates = []
+        for line in fragment.splitlines():
+            line = line.strip()
+            if line.startswith("a=ice-ufrag:"):
+                ufrag = line.split(":", 1)[1]
+            elif line.startswith("a=candidate:"):
+                try:
+                    candidates.append(candidate_from_sdp(line[2:].split(":", 1)[1]))
+                except Exception:
+                    raise NegotiationError(f"malformed candidate line: {line[:120]}") from None
+        if ufrag and self._ufrag and ufrag != self._ufrag:
+            return False
+        mid = self.sections[0].mid if self.sections else "0"
+        for candidate in candidates:
+            candidate.sdpMid = mid
+        if candidates:
+            # addIceCandidate may spend a second resolving an mDNS name: never in
+            # the HTTP handler.
+            asyncio.ensure_future(self._add_candidates(candidates))
+        return True
+
+    async def _add_candidates(self, candidates: list[Any]) -> None:
+        for candidate in candidates:
+            try:
+                await self.pc.addIceCandidate(candidate)
+            except Exception:  # a bad or unresolvable candidate only loses itself
+                self.on_drop("ice_candidate")
+
+    # connection ------------------------------------------------------------
+
+    async def _connection_state_changed(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and not self.connected.is_set():
+            self._take_over_media()
+            self.connected.set()
+        result = self.on_state(state)
+        if asyncio.iscoroutine(result):
+            await result
+
+    def _dtls(self) -> Any:
+        return self.pc.getTransceivers()[0].receiver.transport
+
+    def _take_over_media(self) -> None:
+        dtls = self._dtls()
+        dtls._handle_rtp_data = self._rtp_in
+        dtls._handle_rtcp_data = self._rtcp_in
+        dtls._rx_srtp = _CountingSrtp(dtls._rx_srtp, self.on_drop)
+        self._tx = dtls._tx_srtp
+        self._refresh_route()
+
+    def _refresh_route(self) -> None:
+        connection = self._dtls().transport._connection
+        pair = connection._nominated.get(1)
+        if pair is None:
+            raise InvalidStateError("ICE has no nominated pair")
+        self._sendto = pair.protocol.transport.sendto
+        self._remote_addr = pair.remote_addr
+
+    async def _rtp_in(self, data: bytes, arrival_time_ms: int) -> None:
+        self.last_rx = time.monotonic()
+        self.on_rtp(data, arrival_time_ms)
+
+    async def _rtcp_in(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        self.on_rtcp(data)
+
+    @property
+    def remote_address(self) -> Any:
+        return self._remote_addr
+
+    @property
+    def local_port(self) -> int | None:
+        connection = self._dtls().transport._connection
+        pair = connection._nominated.get(1)
+        return pair.local_candidate.port if pair else None
+
+    # egress (called by the data plane) ---------------------------------------
+
+    def protect_rtp(self, packet: bytes) -> bytes:
+        return self._tx.protect(packet)  # type: ignore[union-attr]
+
+    def send_protected(self, data: bytes) -> None:
+        if self._sendto is not None and not self.closed:
+            self._sendto(data, self._remote_addr)
+
+    def send_rtcp(self, packet: bytes) -> None:
+        if self._tx is None or self.closed:
+            return
+        self._sendto(self._tx.protect_rtcp(packet), self._remote_addr)  # type: ignore[misc]
+
+    def srtp_keys(self) -> dict[str, Any]:
+        """Keying material for a native data plane (profile, role, exported keys)."""
+        from aiortc.rtcdtlstransport import SRTP_PROFILES
+
+        dtls = self._dtls()
+        selected = dtls._ssl.get_selected_srtp_profile()
+        profile = next(p for p in SRTP_PROFILES if p.openssl_profile == selected)
+        material = dtls._ssl.export_keying_material(
+            b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
+        )
+        server = dtls._role == "server"
+        return {
+            "profile": profile.libsrtp_profile,
+            "tx": profile.get_key_and_salt(material, 1 if server else 0),
+            "rx": profile.get_key_and_salt(material, 0 if server else 1),
+        }
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._sendto = None
+        await self.pc.close()

@@ -1,0 +1,261 @@
+"""Real aiortc WHIP publishers and WHEP viewers for the tests.
+
+The publisher encodes real VP8 + Opus (frames made with av) and records the
+clear RTP payloads it sends; the viewer decodes what it receives and records the
+clear RTP payloads that arrive, so tests can compare bytes end to end.
+(These hooks are on the *test peers*, not on the node.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import httpx
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+
+VIDEO_SIZE = (320, 240)
+
+
+class PatternVideoTrack(VideoStreamTrack):
+    """Moving pattern with noise: every frame differs, keyframes span many packets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames = 0
+        self._rng = np.random.default_rng(7)
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        w, h = VIDEO_SIZE
+        img = self._rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        x = (self.frames * 4) % w
+        img[:, x : x + 20] = 255
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        self.frames += 1
+        return frame
+
+
+class ToneAudioTrack(AudioStreamTrack):
+    """A 440 Hz tone, so Opus packets carry real content (silence is tiny)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._t = 0
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await super().recv()  # paces at 20 ms and gives pts/time_base
+        n = frame.samples
+        t = (np.arange(n) + self._t) / 48000.0
+        self._t += n
+        samples = (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
+        out = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        out.sample_rate = 48000
+        out.pts, out.time_base = frame.pts, fractions.Fraction(1, 48000)
+        return out
+
+
+def _payload(data: bytes) -> bytes:
+    b0 = data[0]
+    pos = 12 + 4 * (b0 & 0x0F)
+    if b0 & 0x10:
+        pos += 4 + struct.unpack_from("!H", data, pos + 2)[0] * 4
+    end = len(data) - (data[-1] if b0 & 0x20 else 0)
+    return data[pos:end]
+
+
+async def wait_connected(pc: RTCPeerConnection, timeout: float = 15.0) -> None:
+    done = asyncio.Event()
+
+    def check() -> None:
+        if pc.connectionState in ("connected", "failed", "closed"):
+            done.set()
+
+    pc.on("connectionstatechange", check)
+    check()
+    await asyncio.wait_for(done.wait(), timeout)
+    if pc.connectionState != "connected":
+        raise RuntimeError(f"peer connection {pc.connectionState}")
+
+
+@dataclass
+class WhipPublisher:
+    url: str
+    room: str
+    token: str
+    video: bool = True
+    audio: bool = True
+    pc: RTCPeerConnection = field(init=False)
+    location: str = ""
+    sent_payloads: dict[str, set[bytes]] = field(default_factory=lambda: {"audio": set(), "video": set()})
+    video_track: PatternVideoTrack | None = None
+
+    async def start(self) -> httpx.Response:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        if self.audio:
+            self.pc.addTrack(ToneAudioTrack())
+        if self.video:
+            self.video_track = PatternVideoTrack()
+            self.pc.addTrack(self.video_track)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        kinds = {t.sender._ssrc: t.kind for t in self.pc.getTransceivers()}
+        dtls = self.pc.getTransceivers()[0].sender.transport
+        original = dtls._send_rtp
+
+        async def record(data: bytes) -> None:
+            if not (192 <= data[1] <= 223):
+                ssrc = struct.unpack_from("!I", data, 8)[0]
+                kind = kinds.get(ssrc)
+                if kind:
+                    self.sent_payloads[kind].add(_payload(data))
+            await original(data)
+
+        dtls._send_rtp = record
+        async with httpx.AsyncClient() as client:
+            r = await client.post(
+                f"{self.url}/whip/{self.room}",
+                content=self.pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {self.token}"},
+            )
+        if r.status_code != 201:
+            await self.pc.close()
+            return r
+        self.location = r.headers["location"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        await wait_connected(self.pc)
+        return r
+
+    async def stop(self, delete: bool = True) -> None:
+        await self.pc.close()
+        if delete and self.location:
+            async with httpx.AsyncClient() as client:
+                await client.delete(
+                    self.url + self.location, headers={"Authorization": f"Bearer {self.token}"}
+                )
+
+
+@dataclass
+class WhepViewer:
+    url: str
+    room: str
+    token: str
+    video_slots: int = 1
+    audio_slots: int = 1
+    pc: RTCPeerConnection = field(init=False)
+    location: str = ""
+    received_payloads: dict[str, list[bytes]] = field(default_factory=lambda: {"audio": [], "video": []})
+    frames: dict[str, int] = field(default_factory=lambda: {"audio": 0, "video": 0})
+    frame_sizes: set[tuple[int, int]] = field(default_factory=set)
+    posted_at: float = 0.0
+    first_video_frame_at: float | None = None
+    answer_sdp: str = ""
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _first_frame: asyncio.Event = field(default_factory=asyncio.Event)
+    _frame: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> httpx.Response:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        for _ in range(self.audio_slots):
+            self.pc.addTransceiver("audio", direction="recvonly")
+        for _ in range(self.video_slots):
+            self.pc.addTransceiver("video", direction="recvonly")
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            self._tasks.append(asyncio.ensure_future(self._consume(track)))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.posted_at = time.monotonic()
+        async with httpx.AsyncClient() as client:
+            r = await client.post(
+                f"{self.url}/whep/{self.room}",
+                content=self.pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {self.token}"},
+            )
+        if r.status_code != 201:
+            await self.pc.close()
+            return r
+        self.location = r.headers["location"]
+        self.answer_sdp = r.text
+        await self.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        await wait_connected(self.pc)
+        # Record what arrives, after SRTP, before aiortc's jitter buffer.
+        kinds = {}
+        for t in self.pc.getTransceivers():
+            kinds[t.mid] = t.kind
+        answer_ssrcs = _answer_ssrcs(r.text)
+        dtls = self.pc.getTransceivers()[0].receiver.transport
+        original = dtls._handle_rtp_data
+
+        async def record(data: bytes, arrival_time_ms: int) -> None:
+            ssrc = struct.unpack_from("!I", data, 8)[0]
+            kind = answer_ssrcs.get(ssrc)
+            if kind:
+                self.received_payloads[kind].append(_payload(data))
+            await original(data, arrival_time_ms)
+
+        dtls._handle_rtp_data = record
+        return r
+
+    async def _consume(self, track: Any) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.frames[track.kind] += 1
+            self._frame.set()
+            if track.kind == "video":
+                self.frame_sizes.add((frame.width, frame.height))
+                if self.first_video_frame_at is None:
+                    self.first_video_frame_at = time.monotonic()
+                    self._first_frame.set()
+
+    async def wait_frames(self, kind: str, count: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.frames[kind] < count:
+            self._frame.clear()
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(self._frame.wait(), max(0.0, remaining))
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"{kind}: {self.frames[kind]} of {count} frames decoded") from None
+
+    async def wait_first_frame(self, timeout: float = 15.0) -> float:
+        await asyncio.wait_for(self._first_frame.wait(), timeout)
+        assert self.first_video_frame_at is not None
+        return self.first_video_frame_at - self.posted_at
+
+    def local_port(self) -> int:
+        dtls = self.pc.getTransceivers()[0].receiver.transport
+        return int(dtls.transport._connection._nominated[1].local_candidate.port)
+
+    async def stop(self, delete: bool = True) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()
+        if delete and self.location:
+            async with httpx.AsyncClient() as client:
+                await client.delete(
+                    self.url + self.location, headers={"Authorization": f"Bearer {self.token}"}
+                )
+
+
+def _answer_ssrcs(sdp: str) -> dict[int, str]:
+    out: dict[int, str] = {}
+    kind = ""
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            kind = line[2:].split(" ", 1)[0]
+        elif line.startswith("a=ssrc:"):
+            out[int(line[7:].split(" ", 1)[0])] = kind
+    return out
