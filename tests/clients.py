@@ -19,10 +19,16 @@ from typing import Any
 import av
 import httpx
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 
 VIDEO_SIZE = (320, 240)
+
+
+def client_config() -> RTCConfiguration:
+    # Browsers bundle everything on one transport; aiortc's default "balanced"
+    # policy would not, and then sends only on the first transport of a kind.
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 class PatternVideoTrack(VideoStreamTrack):
@@ -100,7 +106,7 @@ class WhipPublisher:
     video_track: PatternVideoTrack | None = None
 
     async def start(self) -> httpx.Response:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(client_config())
         if self.audio:
             self.pc.addTrack(ToneAudioTrack())
         if self.video:
@@ -163,7 +169,7 @@ class WhepViewer:
     _frame: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> httpx.Response:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(client_config())
         for _ in range(self.audio_slots):
             self.pc.addTransceiver("audio", direction="recvonly")
         for _ in range(self.video_slots):

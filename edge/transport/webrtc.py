@@ -28,6 +28,7 @@ from typing import Any, Awaitable, Callable
 import aioice.ice
 import pylibsrtp
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpTransceiver,
@@ -233,7 +234,11 @@ class WebRtcTransport:
 
     def __init__(self, transport_id: str) -> None:
         self.id = transport_id
-        self.pc = EdgePeerConnection(RTCConfiguration(iceServers=[]))
+        # max-bundle: WHIP/WHEP require BUNDLE, and one DTLS transport per peer
+        # is what the data plane hooks (aiortc's "balanced" may split m-lines).
+        self.pc = EdgePeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
         self.sections: list[MediaSection] = []
         self.created_at = time.monotonic()
         self.last_rx = self.created_at
