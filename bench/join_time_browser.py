@@ -18,7 +18,7 @@ import argparse
 import asyncio
 import json
 import math
-import platform
+import os
 import sys
 import time
 from pathlib import Path
@@ -133,7 +133,8 @@ async def run(args: argparse.Namespace, node: NodeProcess, static: StaticServer)
         "ice_pair": samples[0]["pair"] if samples else None,
         "chromium": version,
         "browser_launch_ms": launch_ms,
-        "host": platform.node(),
+        "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
     }
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import signal
 import sys
 
 from . import __version__
@@ -12,6 +15,7 @@ from .errors import ConfigError
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    import uvloop
 
     from .app import create_app
     from .observability.logging import configure_logging
@@ -23,19 +27,33 @@ def _serve(args: argparse.Namespace) -> int:
         config.http.port = args.port
     configure_logging(config.log.format, config.log.level)
     app = create_app(config, codec_tripwire=True)
-    # uvicorn installs SIGINT/SIGTERM handlers: both run the lifespan shutdown,
-    # which closes every session (DTLS close_notify to each peer) before exit.
-    uvicorn.run(
-        app,
-        host=config.http.host,
-        port=config.http.port,
-        loop="uvloop",
-        http="h11",
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.http.host,
+            port=config.http.port,
+            loop="none",
+            http="h11",
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
     )
+    # uvicorn's own signal capture re-raises SIGTERM after shutting down, so the
+    # process would die "by signal". Handle SIGINT/SIGTERM here instead: the
+    # lifespan shutdown closes every session (DTLS close_notify to each peer)
+    # and the process exits 0.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.handle_exit, sig, None)
+        await server.serve()
+
+    uvloop.run(run())
+    return 0 if server.started else 1
     return 0
 
 
