@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,7 +68,7 @@ class NodeProcess:
         try:
             return self.log_path.read_text()[-4000:]
         except FileNotFoundError:
-            return ""
+            return getattr(self, "_final_log", "")
 
     def token(self, room: str, identity: str, role: str, **kw: Any) -> str:
         return self.authority.issue(room=room, identity=identity, role=role, **kw)
@@ -100,4 +101,6 @@ class NodeProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        self._final_log = self.log()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
         return self.proc.returncode

@@ -1,0 +1,62 @@
+"""Regression tests for the aiortc/aioice private APIs edge/transport/webrtc.py relies on.
+
+If an upgrade moves any of these, this file fails loudly before anything else does.
+"""
+
+import importlib.metadata
+
+import aioice.ice
+from aiortc import RTCPeerConnection, rtcrtpreceiver, rtcrtpsender
+from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCDtlsTransport
+
+from edge.transport.webrtc import EdgePeerConnection, WebRtcTransport, supported_codecs
+
+
+def test_pinned_versions() -> None:
+    assert importlib.metadata.version("aiortc") == "1.16.0"
+    assert importlib.metadata.version("aioice") == "0.13.0"
+    assert importlib.metadata.version("pylibsrtp") == "1.0.0"
+
+
+def test_private_hook_points_exist() -> None:
+    assert hasattr(RTCPeerConnection, "_RTCPeerConnection__createTransceiver")
+    for name in ("_handle_rtp_data", "_handle_rtcp_data", "_setup_srtp"):
+        assert callable(getattr(RTCDtlsTransport, name))
+    assert callable(rtcrtpreceiver.get_decoder) and callable(rtcrtpsender.get_encoder)
+    assert callable(aioice.ice.get_host_addresses)
+    profile = SRTP_PROFILES[0]
+    for attr in ("key_length", "salt_length", "libsrtp_profile", "openssl_profile", "get_key_and_salt"):
+        assert hasattr(profile, attr), attr
+
+
+async def test_transceivers_never_start() -> None:
+    pc = EdgePeerConnection()
+    transceiver = pc.addTransceiver("video", direction="sendonly")
+    assert transceiver.sender.send.__name__ == "_never_start"
+    assert transceiver.receiver.receive.__name__ == "_never_start"
+    assert isinstance(transceiver.sender._ssrc, int)
+    await pc.close()
+
+
+async def test_answer_collects_negotiated_facts() -> None:
+    offerer = RTCPeerConnection()
+    offerer.addTransceiver("audio", direction="sendonly")
+    offerer.addTransceiver("video", direction="sendonly")
+    await offerer.setLocalDescription(await offerer.createOffer())
+    transport = WebRtcTransport("t")
+    answer = await transport.answer(offerer.localDescription.sdp, send=False)
+    assert "a=recvonly" in answer
+    kinds = [s.kind for s in transport.sections]
+    assert kinds == ["audio", "video"]
+    video = transport.sections[1]
+    assert video.codecs[0].name == "vp8" and video.codecs[0].rtx_payload_type is not None
+    assert video.remote_ssrcs and video.remote_rtx
+    assert "urn:ietf:params:rtp-hdrext:sdes:mid" in video.extensions
+    await transport.close()
+    await offerer.close()
+
+
+def test_supported_codecs_lists_what_is_forwarded() -> None:
+    names = supported_codecs()
+    assert "audio/opus" in names and "video/VP8" in names and "video/H264" in names
+    assert not any(n.lower().endswith("/rtx") for n in names)
