@@ -42,11 +42,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 
+# First-party plugins are separate packages, installed like any third-party one.
+plugin_args=()
+for dir in plugins/*/; do
+  [ -f "$dir/pyproject.toml" ] && plugin_args+=(-e "$dir")
+done
+
 if [ $want_test -eq 1 ]; then
   apt_install chromium redis-server nftables iptables iproute2 libnetfilter-queue-dev ca-certificates
   if ! command -v npm >/dev/null 2>&1; then apt_install nodejs npm; fi
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[test]' "${plugin_args[@]}"
   npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
 else
-  .venv/bin/python -m pip install -q -e .
+  .venv/bin/python -m pip install -q -e . "${plugin_args[@]}"
 fi

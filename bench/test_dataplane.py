@@ -10,6 +10,8 @@ What is measured
 ``PythonDataPlane.forward(producer, data, header, keyframe, now)`` for one
 ingress VP8 packet of one video producer fanned out to 1, 10 and 100 consumers,
 and ``PythonDataPlane.retransmit(consumer, seqs)`` for a 16-sequence NACK.
+``test_floor_protect_sendto`` is a reference: the transport's protect + sendto
+alone, so that forward() minus it is the data plane's own Python work.
 
 * The ingress packet is what a Chrome publisher sends: 1200 bytes of RTP, PT 96
   (VP8), one-byte header extensions sdes:mid (id 4) and abs-send-time (id 2),
@@ -419,6 +421,37 @@ def test_forward(benchmark: Any, sink: UdpSink, consumers: int) -> None:
                 info[f"us_per_egress_packet_{name}"] = round(seconds * 1e6 / consumers, 3)
             info["egress_packets_per_core_second"] = round(consumers / summary["median"])
             info["egress_packets_per_core_second_best"] = round(consumers / summary["min"])
+    finally:
+        rig.close()
+
+
+@pytest.mark.benchmark(group="egress-floor", warmup=True, max_time=2.0)
+def test_floor_protect_sendto(benchmark: Any, sink: UdpSink) -> None:
+    """Reference, not the data plane: only protect_rtp + send_protected per egress
+    packet (10 consumers, one pre-built 1200-byte packet re-protected each time,
+    which allow_repeat_tx permits). forward() minus this is the data plane's own
+    Python work per packet (rewrite, extension block, Forwarder, buffer, counters)."""
+    rig = Rig(10, sink)
+    try:
+        consumer = rig.consumers[0]
+        last = consumer.forwarder.last_seq
+        assert last is not None
+        packet = consumer.retransmit.get(last)
+        assert packet is not None
+        clear = rig.transports[0].receiver().unprotect(packet)
+        pairs = [(t.protect_rtp, t.send_protected) for t in rig.transports]
+
+        def egress() -> None:
+            for protect, send in pairs:
+                send(protect(clear))
+
+        benchmark(egress)
+        info = benchmark.extra_info
+        info.update(consumers=len(pairs), sink=sink.mode, eagain=rig.eagain())
+        summary = _summary(benchmark)
+        if summary is not None:
+            for name, seconds in summary.items():
+                info[f"us_per_egress_packet_{name}"] = round(seconds * 1e6 / len(pairs), 3)
     finally:
         rig.close()
 

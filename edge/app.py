@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from .api.admin import admin_routes
+from .api.plugins import plugin_routes
+from .api.ws import ws_routes
 from .api.rooms import room_routes
 from .api.sessions import session_routes
-from .auth import TokenAuthority, describe_secret, load_or_create_secret
+from .auth import Identity, TokenAuthority, describe_secret, load_or_create_secret
 from .config import Config
 from .media.node import MediaNode
+from .messaging.connections import DataChannelConnection
 from .messaging.ratelimit import RateLimiter
+from .messaging.router import MessageRouter
+from .plugins.api import Edge, ParticipantInfo, ProducerInfo, RoomInfo
+from .plugins.manager import PluginHost
 from .observability.logging import get_logger
 from .observability.metrics import NodeMetrics
 from .transport.webrtc import install_codec_tripwire, install_ice_addresses
 
 log = get_logger("edge.app")
+
+DATA_CHANNEL_LABEL = "edge"
 
 
 @dataclass
@@ -31,9 +41,41 @@ class EdgeContext:
     metrics: NodeMetrics
     node: MediaNode
     session_limiter: RateLimiter
+    plugins: PluginHost
+    edge: Edge
+    router: MessageRouter
 
 
-def build_context(config: Config, *, codec_tripwire: bool = False) -> EdgeContext:
+def _plugin_events(ctx: "EdgeContext") -> Callable[[str, dict[str, Any]], None]:
+    """Media-plane events -> plugin hooks, as info records (fire-and-forget)."""
+
+    def emit(name: str, kwargs: dict[str, Any]) -> None:
+        room = kwargs.get("room")
+        if name in ("room_created", "room_closed"):
+            ctx.plugins.call(f"edge_{name}", edge=ctx.edge, room=RoomInfo(room.name, room.created_at))
+        elif name in ("participant_joined", "participant_left"):
+            p = kwargs["participant"]
+            ctx.plugins.call(
+                f"edge_{name}", edge=ctx.edge, room=room.name,
+                participant=ParticipantInfo(p.identity, p.role, p.region),
+            )
+        elif name in ("producer_added", "producer_removed"):
+            p = kwargs["producer"]
+            ctx.plugins.call(
+                f"edge_{name}", edge=ctx.edge, room=p.room_name,
+                producer=ProducerInfo(p.id, p.room_name, p.kind, p.source, p.participant.identity),
+            )
+
+    return emit
+
+
+def build_context(
+    config: Config,
+    *,
+    codec_tripwire: bool = False,
+    load_entrypoints: bool = True,
+    plugins: Iterable[tuple[str, object]] = (),
+) -> EdgeContext:
     secret = load_or_create_secret(config.auth.secret, config.data_path)
     metrics = NodeMetrics()
     metrics.info.labels(config.node.name, config.node.region).set(1)
@@ -49,29 +91,73 @@ def build_context(config: Config, *, codec_tripwire: bool = False) -> EdgeContex
         ice_addresses=config.media.ice_addresses,
         key_fingerprint=describe_secret(secret),
     )
-    return EdgeContext(
+    authority = TokenAuthority(secret, config.auth.issuer)
+    host = PluginHost(config, metrics.registry, load_entrypoints=load_entrypoints, plugins=plugins)
+    edge = Edge(config=config, node=node, authority=authority, registry=metrics.registry)
+    router = MessageRouter(node, host, edge, metrics.registry)
+    edge.router = router
+    ctx = EdgeContext(
         config=config,
-        authority=TokenAuthority(secret, config.auth.issuer),
+        authority=authority,
         metrics=metrics,
         node=node,
         session_limiter=RateLimiter(config.limits.sessions_per_minute, 60.0),
+        plugins=host,
+        edge=edge,
+        router=router,
+    )
+    node.on_event = _plugin_events(ctx)
+
+    def on_datachannel(session: Any, channel: Any) -> None:
+        if channel.label != DATA_CHANNEL_LABEL:
+            return
+        identity = Identity(
+            session.participant.identity, session.participant.role, session.room.name,
+            session.participant.region,
+        )
+        DataChannelConnection(channel, session.room.name, identity).start(router)
+
+    node.on_datachannel = on_datachannel
+    host.configure(edge)
+    router.load_types()
+    return ctx
+
+
+def create_app(
+    config: Config,
+    *,
+    codec_tripwire: bool = False,
+    load_entrypoints: bool = True,
+    plugins: Iterable[tuple[str, object]] = (),
+) -> Starlette:
+    ctx = build_context(
+        config, codec_tripwire=codec_tripwire, load_entrypoints=load_entrypoints, plugins=plugins
     )
 
-
-def create_app(config: Config, *, codec_tripwire: bool = False) -> Starlette:
-    ctx = build_context(config, codec_tripwire=codec_tripwire)
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await ctx.plugins.acall("edge_tick", edge=ctx.edge, now=time.time())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx.node.start()
-        log.info("node_started", http=f"{config.http.host}:{config.http.port}")
+        await ctx.plugins.acall("edge_startup", edge=ctx.edge)
+        tick = asyncio.ensure_future(ticker())
+        log.info("node_started", http=f"{config.http.host}:{config.http.port}", plugins=ctx.plugins.names())
         try:
             yield
         finally:
+            tick.cancel()
+            ctx.router.close_all()
             await ctx.node.stop()
+            await ctx.plugins.acall("edge_shutdown", edge=ctx.edge)
+            await ctx.plugins.drain()
             log.info("node_stopped")
 
     routes = [
+        *plugin_routes(ctx),
+        *ws_routes(ctx),
         *session_routes(ctx, "whip"),
         *session_routes(ctx, "whep"),
         *room_routes(ctx),

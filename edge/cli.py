@@ -77,6 +77,25 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugins(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import load_config
+    from .plugins.manager import PluginHost
+    from prometheus_client import CollectorRegistry
+
+    config = load_config(args.config)
+    host = PluginHost(config, CollectorRegistry())
+    described = host.describe()
+    if args.json:
+        print(json.dumps(described, indent=2))
+    elif not described:
+        print("no plugins loaded")
+    for plugin in described if not args.json else []:
+        print(f"{plugin['name']}: {', '.join(plugin['hooks']) or '(no hooks)'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge", description="edge: live-commerce media edge node")
     parser.add_argument("--config", help="TOML config file (default: built-in embedded config, or $EDGE_CONFIG)")
@@ -97,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     token.add_argument("--region", help="the participant's region (optional claim)")
     token.set_defaults(func=_token)
+
+    plugins = sub.add_parser("plugins", help="list loaded plugins and the hooks each implements")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=_plugins)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda a: print(__version__) or 0)

@@ -23,6 +23,7 @@ from ..transport.webrtc import WebRtcTransport
 from .consumer import Consumer
 from .dataplane import DataPlane, create_dataplane
 from .producer import Producer
+from .participant import Participant
 from .room import Room
 from .session import PublisherSession, Session, ViewerSession
 
@@ -49,6 +50,7 @@ class MediaNode:
         self._task: asyncio.Task[None] | None = None
         # Plugin fan-out points, set by the app (the media plane never awaits them).
         self.on_event: Callable[[str, dict[str, Any]], None] = lambda name, kwargs: None
+        self.on_datachannel: Callable[[Session, Any], None] = lambda session, channel: None
         self.metrics.attach(self)
 
     # lifecycle ---------------------------------------------------------------------
@@ -134,11 +136,7 @@ class MediaNode:
         except BaseException:
             await transport.close()
             raise
-        room = self.rooms.get(room_name)
-        created = room is None
-        if room is None:
-            room = self.rooms[room_name] = Room(room_name)
-        participant = room.participant(identity.identity, identity.role, identity.region)
+        room, participant = self.enter(room_name, identity)
         session: Session
         if publish:
             session = PublisherSession(self, room, participant, transport, sources=sources)
@@ -146,6 +144,7 @@ class MediaNode:
             session = ViewerSession(self, room, participant, transport)
         participant.sessions[session.id] = session
         self.sessions[session.id] = session
+        transport.on_datachannel = lambda channel: self.on_datachannel(session, channel)
         self.metrics.sessions.labels(session.kind).inc()
 
         async def on_state(state: str) -> None:
@@ -156,8 +155,6 @@ class MediaNode:
                 await self.close_session(session.id, state)
 
         transport.on_state = on_state
-        if created:
-            self.on_event("room_created", {"room": room})
         log.info(
             "session_created",
             session=session.id,
@@ -177,13 +174,7 @@ class MediaNode:
             self.ended.popitem(last=False)
         session.close()
         room = session.room
-        participant = session.participant
-        participant.sessions.pop(session_id, None)
-        if not participant.sessions:
-            room.participants.pop(participant.identity, None)
-        if room.empty and self.rooms.get(room.name) is room:
-            del self.rooms[room.name]
-            self.on_event("room_closed", {"room": room})
+        self.leave(room, session.participant, session_id)
         if reason not in ("delete", "shutdown"):
             self.metrics.transports_reaped.labels(reason).inc()
         log.info("session_closed", session=session_id, kind=session.kind, room=room.name, reason=reason)
@@ -192,6 +183,33 @@ class MediaNode:
         except Exception:
             log.exception("transport_close_failed", session=session_id)
         return True
+
+    # membership -------------------------------------------------------------------------
+
+    def enter(self, room_name: str, identity: Identity) -> tuple[Room, Participant]:
+        """The room (created if new) and the participant for a new session or connection."""
+        room = self.rooms.get(room_name)
+        if room is None:
+            room = self.rooms[room_name] = Room(room_name)
+            self.on_event("room_created", {"room": room})
+        known = identity.identity in room.participants
+        participant = room.participant(identity.identity, identity.role, identity.region)
+        if not known:
+            self.on_event("participant_joined", {"room": room, "participant": participant})
+        return room, participant
+
+    def leave(self, room: Room, participant: Participant, key: str) -> None:
+        """A session or message connection ended; the last one takes the participant out."""
+        participant.sessions.pop(key, None)
+        participant.connections.pop(key, None)
+        if participant.sessions or participant.connections:
+            return
+        if room.participants.get(participant.identity) is participant:
+            del room.participants[participant.identity]
+            self.on_event("participant_left", {"room": room, "participant": participant})
+        if room.empty and self.rooms.get(room.name) is room:
+            del self.rooms[room.name]
+            self.on_event("room_closed", {"room": room})
 
     # bookkeeping for metrics -------------------------------------------------------
 

@@ -16,6 +16,8 @@ class Participant:
         self.region = region
         self.joined_at = time.time()
         self.sessions: dict[str, "Session"] = {}
+        # Message connections (WebSocket, data channel) by id.
+        self.connections: dict[str, object] = {}
 
     def describe(self) -> dict[str, object]:
         return {
@@ -24,4 +26,5 @@ class Participant:
             "region": self.region,
             "joined_at": self.joined_at,
             "sessions": sorted(self.sessions),
+            "connections": len(self.connections),
         }

@@ -23,6 +23,7 @@ class Producer:
         *,
         producer_id: str,
         participant: "Participant",
+        room_name: str,
         section: MediaSection,
         ssrc: int | None,
         source: str,
@@ -31,6 +32,7 @@ class Producer:
     ) -> None:
         self.id = producer_id
         self.participant = participant
+        self.room_name = room_name
         self.kind = section.kind
         self.video = section.kind == "video"
         self.mid = section.mid

@@ -111,6 +111,7 @@ class PublisherSession(Session):
             producer = Producer(
                 producer_id=f"{self.id[:8]}-{section.mid}",
                 participant=self.participant,
+                room_name=self.room.name,
                 section=section,
                 ssrc=ssrc,
                 source=source,

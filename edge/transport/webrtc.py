@@ -248,11 +248,13 @@ class WebRtcTransport:
         self.on_rtcp: RtcpHandler = lambda data: None
         self.on_state: Callable[[str], Awaitable[None] | None] = lambda state: None
         self.on_drop: Callable[[str], None] = lambda reason: None
+        self.on_datachannel: Callable[[Any], None] = lambda channel: None
         self._tx: pylibsrtp.Session | None = None
         self._sendto: Callable[[bytes, Any], None] | None = None
         self._remote_addr: Any = None
         self._ufrag: str = ""
         self.pc.on("connectionstatechange", self._connection_state_changed)
+        self.pc.on("datachannel", lambda channel: self.on_datachannel(channel))
 
     # negotiation -----------------------------------------------------------
 

@@ -1,0 +1,177 @@
+"""What a plugin sees of the node: the ``Edge`` facade and small info records.
+
+Plugins get copies (``RoomInfo``, ``ParticipantInfo``, ``ProducerInfo``), never
+the media objects, so a plugin cannot reach the packet path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ..errors import AuthError, ForbiddenError
+from ..messaging.envelope import Envelope, now_ms
+from ..observability.logging import get_logger
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from starlette.requests import Request
+
+    from ..auth import Identity, TokenAuthority
+    from ..config import Config
+    from ..media.node import MediaNode
+    from ..messaging.router import MessageRouter
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantInfo:
+    identity: str
+    role: str
+    region: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    id: str
+    kind: str  # "websocket" | "datachannel"
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerInfo:
+    id: str
+    room: str
+    kind: str
+    source: str
+    participant: str
+
+
+@dataclass(slots=True)
+class MessageContext:
+    """One client message travelling through ``edge_message_received``."""
+
+    envelope: Envelope
+    sender: ParticipantInfo
+    connection: str  # "websocket" | "datachannel"
+    broadcast: bool = False
+    rejected: tuple[str, str] | None = None
+    replies: list[Envelope] = field(default_factory=list)
+
+    @property
+    def room(self) -> str:
+        return self.envelope.room
+
+    def reply(self, type: str, data: dict[str, Any] | None = None) -> None:
+        """Send an envelope back to the sender only (after the hook chain)."""
+        self.replies.append(
+            Envelope(type=type, room=self.envelope.room, data=data or {}, ts=now_ms(),
+                     id=None)
+        )
+        if self.envelope.id is not None:
+            self.replies[-1].data.setdefault("reply_to", self.envelope.id)
+
+    def reject(self, code: str, reason: str) -> None:
+        """Refuse the message: the sender gets an ``error`` envelope with ``code``."""
+        self.rejected = (code, reason)
+
+
+class Edge:
+    """The plugin-facing handle passed to every hook as ``edge``."""
+
+    def __init__(
+        self,
+        *,
+        config: "Config",
+        node: "MediaNode",
+        authority: "TokenAuthority",
+        registry: "CollectorRegistry",
+    ) -> None:
+        self.config = config
+        self._node = node
+        self._authority = authority
+        self.metrics_registry = registry
+        self.router: MessageRouter | None = None  # set once the router exists
+
+    @property
+    def node_name(self) -> str:
+        return self.config.node.name
+
+    @property
+    def region(self) -> str:
+        return self.config.node.region
+
+    def data_dir(self, plugin: str) -> Path:
+        """A directory of the plugin's own under the node's data dir."""
+        path = self.config.data_path / "plugins" / plugin
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def plugin_config(self, name: str) -> dict[str, Any]:
+        section = self.config.plugins.get(name, {})
+        return dict(section) if isinstance(section, dict) else {}
+
+    def logger(self, plugin: str) -> Any:
+        return get_logger(f"edge.plugin.{plugin}")
+
+    # rooms --------------------------------------------------------------------------
+
+    def rooms(self) -> list[str]:
+        return list(self._node.rooms)
+
+    def participants(self, room: str) -> list[ParticipantInfo]:
+        r = self._node.rooms.get(room)
+        if r is None:
+            return []
+        return [ParticipantInfo(p.identity, p.role, p.region) for p in r.participants.values()]
+
+    def viewer_count(self, room: str) -> int:
+        r = self._node.rooms.get(room)
+        return 0 if r is None else sum(1 for p in r.participants.values() if p.role == "viewer")
+
+    # messages -------------------------------------------------------------------------
+
+    def broadcast(
+        self, room: str, type: str, data: dict[str, Any], *, exclude: Iterable[str] = ()
+    ) -> int:
+        """Send an envelope to every message connection in ``room``; returns how many."""
+        assert self.router is not None
+        env = Envelope(type=type, room=room, data=data, ts=now_ms())
+        return self.router.broadcast(env, exclude_identities=frozenset(exclude))
+
+    def send_to(
+        self, room: str, identity: str, type: str, data: dict[str, Any], *, connection: str | None = None
+    ) -> int:
+        """Send an envelope to one participant's connections in ``room`` (or only
+        to the connection with id ``connection``)."""
+        assert self.router is not None
+        env = Envelope(type=type, room=room, data=data, ts=now_ms())
+        return self.router.send_to(env, identity, connection)
+
+    def disconnect(self, room: str, identity: str, reason: str) -> int:
+        """Close a participant's message connections in ``room`` (moderation)."""
+        assert self.router is not None
+        return self.router.disconnect(room, identity, reason)
+
+    # HTTP helpers for plugin routes ----------------------------------------------------------
+
+    def authenticate(
+        self, request: "Request", roles: Iterable[str], room: str | None = None
+    ) -> "Identity":
+        """The caller's identity, or a 401/403 problem response raised as ``Problem``."""
+        from ..api.problem import Problem
+
+        try:
+            identity = self._authority.from_authorization(request.headers.get("authorization"))
+        except AuthError as exc:
+            raise Problem(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+        try:
+            identity.require(room, frozenset(roles))
+        except ForbiddenError as exc:
+            raise Problem(403, "forbidden", str(exc)) from None
+        return identity
