@@ -259,6 +259,7 @@ def make_producer() -> Producer:
     return Producer(
         producer_id="bench-producer",
         participant=Participant("host", "host"),
+        room_name="bench",
         section=vp8_section(random.getrandbits(32), [ssrc]),
         ssrc=ssrc,
         source="camera",

@@ -58,6 +58,9 @@ class LimitsConfig:
     max_rooms: int = 1000
     max_viewers_per_room: int = 5000
     max_publishers_per_room: int = 8
+    # Every message connection, whatever it sends (a floor under per-type limits).
+    messages_per_connection: int = 50
+    messages_window_seconds: float = 10.0
 
 
 @dataclass(slots=True)

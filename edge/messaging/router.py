@@ -34,9 +34,6 @@ if TYPE_CHECKING:
 
 log = get_logger("edge.messaging")
 
-# Every connection, whatever it sends: a hard floor under the per-type limits.
-CONNECTION_RATE = (50, 10.0)
-
 BUILTIN_TYPES = [MessageType(name="ping", default_rate=(30, 30.0), plugin="edge")]
 
 _ids = itertools.count(1)
@@ -73,7 +70,8 @@ class MessageRouter:
         self.rooms: dict[str, dict[str, Connection]] = {}
         self.types: dict[str, MessageType] = {}
         self._limits: dict[tuple[str, str], RateLimiter] = {}
-        self._conn_limit = RateLimiter(*CONNECTION_RATE)
+        limits = node.config.limits
+        self._conn_limit = RateLimiter(limits.messages_per_connection, limits.messages_window_seconds)
         self.messages = Counter(
             "edge_messages", "Client messages by type and outcome", ["type", "result"], registry=registry
         )
@@ -217,8 +215,13 @@ class MessageRouter:
     def send_to(self, envelope: Envelope, identity: str, connection_id: str | None = None) -> int:
         members = self.rooms.get(envelope.room) or {}
         text = envelope.encode().decode()
+        if connection_id is not None:
+            one = members.get(connection_id)
+            candidates = [one] if one is not None else []
+        else:
+            candidates = list(members.values())
         sent = 0
-        for conn in list(members.values()):
+        for conn in candidates:
             if conn.identity.identity != identity:
                 continue
             if connection_id is not None and conn.id != connection_id:
