@@ -104,6 +104,9 @@ class WhipPublisher:
     location: str = ""
     sent_payloads: dict[str, set[bytes]] = field(default_factory=lambda: {"audio": set(), "video": set()})
     video_track: PatternVideoTrack | None = None
+    sent_timestamps: dict[bytes, int] = field(default_factory=dict)  # payload -> RTP timestamp
+    sender_reports: list[tuple[int, int, int]] = field(default_factory=list)  # (ssrc, ntp, rtp)
+    codec_preferences: dict[str, list[Any]] = field(default_factory=dict)
 
     async def start(self) -> httpx.Response:
         self.pc = RTCPeerConnection(client_config())
@@ -112,6 +115,9 @@ class WhipPublisher:
         if self.video:
             self.video_track = PatternVideoTrack()
             self.pc.addTrack(self.video_track)
+        for t in self.pc.getTransceivers():
+            if t.kind in self.codec_preferences:
+                t.setCodecPreferences(self.codec_preferences[t.kind])
         await self.pc.setLocalDescription(await self.pc.createOffer())
         kinds = {t.sender._ssrc: t.kind for t in self.pc.getTransceivers()}
         dtls = self.pc.getTransceivers()[0].sender.transport
@@ -122,7 +128,11 @@ class WhipPublisher:
                 ssrc = struct.unpack_from("!I", data, 8)[0]
                 kind = kinds.get(ssrc)
                 if kind:
-                    self.sent_payloads[kind].add(_payload(data))
+                    payload = _payload(data)
+                    self.sent_payloads[kind].add(payload)
+                    self.sent_timestamps[payload] = struct.unpack_from("!I", data, 4)[0]
+            else:
+                self.sender_reports.extend(_sender_reports(data))
             await original(data)
 
         dtls._send_rtp = record
@@ -164,9 +174,12 @@ class WhepViewer:
     posted_at: float = 0.0
     first_video_frame_at: float | None = None
     answer_sdp: str = ""
+    received_timestamps: dict[bytes, int] = field(default_factory=dict)  # payload -> RTP timestamp
+    sender_reports: list[tuple[int, int, int]] = field(default_factory=list)  # (ssrc, ntp, rtp)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _first_frame: asyncio.Event = field(default_factory=asyncio.Event)
     _frame: asyncio.Event = field(default_factory=asyncio.Event)
+    _report: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> httpx.Response:
         self.pc = RTCPeerConnection(client_config())
@@ -206,10 +219,22 @@ class WhepViewer:
             ssrc = struct.unpack_from("!I", data, 8)[0]
             kind = answer_ssrcs.get(ssrc)
             if kind:
-                self.received_payloads[kind].append(_payload(data))
+                payload = _payload(data)
+                self.received_payloads[kind].append(payload)
+                self.received_timestamps[payload] = struct.unpack_from("!I", data, 4)[0]
             await original(data, arrival_time_ms)
 
+        original_rtcp = dtls._handle_rtcp_data
+
+        async def record_rtcp(data: bytes) -> None:
+            reports = _sender_reports(data)
+            if reports:
+                self.sender_reports.extend(reports)
+                self._report.set()
+            await original_rtcp(data)
+
         dtls._handle_rtp_data = record
+        dtls._handle_rtcp_data = record_rtcp
         return r
 
     async def _consume(self, track: Any) -> None:
@@ -236,6 +261,13 @@ class WhepViewer:
             except asyncio.TimeoutError:
                 raise TimeoutError(f"{kind}: {self.frames[kind]} of {count} frames decoded") from None
 
+    async def wait_sender_reports(self, streams: int, timeout: float = 15.0) -> None:
+        """Until SRs for ``streams`` different SSRCs have arrived."""
+        deadline = time.monotonic() + timeout
+        while len({ssrc for ssrc, _, _ in self.sender_reports}) < streams:
+            self._report.clear()
+            await asyncio.wait_for(self._report.wait(), max(0.0, deadline - time.monotonic()))
+
     async def wait_first_frame(self, timeout: float = 15.0) -> float:
         await asyncio.wait_for(self._first_frame.wait(), timeout)
         assert self.first_video_frame_at is not None
@@ -254,6 +286,15 @@ class WhepViewer:
                 await client.delete(
                     self.url + self.location, headers={"Authorization": f"Bearer {self.token}"}
                 )
+
+
+def _sender_reports(data: bytes) -> list[tuple[int, int, int]]:
+    from edge.media.rtcp import SenderReport, parse_rtcp
+
+    try:
+        return [(p.ssrc, p.ntp_timestamp, p.rtp_timestamp) for p in parse_rtcp(data) if isinstance(p, SenderReport)]
+    except ValueError:
+        return []
 
 
 def _answer_ssrcs(sdp: str) -> dict[int, str]:

@@ -72,3 +72,58 @@ async def test_delete_ends_session_and_room(node: NodeProcess) -> None:
         assert r.status_code == 200
     assert node.room(room) is None
     await pub.pc.close()
+
+
+async def test_h264_is_forwarded_untouched(node: NodeProcess) -> None:
+    from aiortc import RTCRtpSender
+
+    room = "fwd-h264"
+    pub = WhipPublisher(node.url, room, node.token(room, "seller", "host"), audio=False)
+    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    pub.codec_preferences = {"video": h264}
+    assert (await pub.start()).status_code == 201
+    viewer = WhepViewer(node.url, room, node.token(room, "fan", "viewer"), audio_slots=0)
+    assert (await viewer.start()).status_code == 201
+    await viewer.wait_frames("video", 30)
+    info = node.room(room)
+    assert [p["codec"] for p in info["producers"]] == ["h264"]
+    got = viewer.received_payloads["video"]
+    assert got and all(p in pub.sent_payloads["video"] for p in got)
+    assert viewer.frame_sizes == {(320, 240)}
+    await viewer.stop()
+    await pub.stop()
+
+
+async def test_sender_reports_are_translated_for_lip_sync(node: NodeProcess) -> None:
+    """Each consumer's SR keeps the publisher's NTP time and shifts RTP time by
+    exactly the consumer's timestamp offset, for audio and video alike."""
+    room = "fwd-sr"
+    pub = WhipPublisher(node.url, room, node.token(room, "seller", "host"))
+    assert (await pub.start()).status_code == 201
+    viewer = WhepViewer(node.url, room, node.token(room, "fan", "viewer"))
+    assert (await viewer.start()).status_code == 201
+    await viewer.wait_frames("video", 20)
+    # aiortc publishers send an SR every 0.5-1.5 s: wait for one per stream.
+    await viewer.wait_sender_reports(2)
+
+    pub_sr = {ntp: (ssrc, rtp) for ssrc, ntp, rtp in pub.sender_reports}
+    checked = 0
+    for kind in ("audio", "video"):
+        # The consumer's timestamp offset, from any payload seen on both sides.
+        shared = [p for p in viewer.received_payloads[kind] if p in pub.sent_timestamps]
+        offset = (viewer.received_timestamps[shared[-1]] - pub.sent_timestamps[shared[-1]]) & 0xFFFFFFFF
+        ssrcs = {s for s, k in _answer_kinds(viewer.answer_sdp).items() if k == kind}
+        for ssrc, ntp, rtp in viewer.sender_reports:
+            if ssrc in ssrcs:
+                assert ntp in pub_sr, "SR NTP time is not the publisher's"
+                assert (rtp - pub_sr[ntp][1]) & 0xFFFFFFFF == offset
+                checked += 1
+    assert checked >= 2
+    await viewer.stop()
+    await pub.stop()
+
+
+def _answer_kinds(sdp: str) -> dict[int, str]:
+    from ..clients import _answer_ssrcs
+
+    return _answer_ssrcs(sdp)
