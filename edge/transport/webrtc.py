@@ -167,7 +167,8 @@ def _codec_infos(codecs: list[RTCRtpCodecParameters]) -> list[CodecInfo]:
                 channels=c.channels,
                 parameters=dict(c.parameters),
                 feedback=frozenset(
-                    f"{fb.type} {fb.parameter}".strip() for fb in c.rtcpFeedback
+                    f"{fb.type} {fb.parameter}" if fb.parameter else fb.type
+                    for fb in c.rtcpFeedback
                 ),
             )
         )

@@ -157,3 +157,27 @@ async def test_sigterm_closes_sessions_and_exits_cleanly(fresh_node: NodeProcess
     # The node said goodbye over DTLS: the viewer learns at once, not after a timeout.
     await asyncio.wait_for(closed.wait(), 10)
     await viewer.stop(delete=False)
+
+
+async def test_publisher_uplink_loss_is_repaired_upstream_with_rtx(node: NodeProcess) -> None:
+    room = "lossy-uplink"
+    pub = WhipPublisher(node.url, room, node.token(room, "seller", "host"))
+    answer = await pub.start()
+    assert answer.status_code == 201
+    viewer = WhepViewer(node.url, room, node.token(room, "fan", "viewer"))
+    assert (await viewer.start()).status_code == 201
+    await viewer.wait_frames("video", 5)
+    before = node.metrics()
+    with UdpLoss(node_media_port(answer.text), 5) as loss:
+        start = viewer.frames["video"]
+        await viewer.wait_frames("video", start + 90, timeout=30)
+        dropped = loss.dropped()
+    after = node.metrics()
+    assert dropped > 10
+    assert after["edge_nack_sent_total"] > before["edge_nack_sent_total"]
+    info = node.room(room)
+    video = next(p for p in info["producers"] if p["kind"] == "video")
+    # Retransmissions (RTX, unwrapped by the node) filled the gaps on the way in.
+    assert video["packets_lost"] < dropped
+    await viewer.stop()
+    await pub.stop()

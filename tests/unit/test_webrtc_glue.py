@@ -50,6 +50,7 @@ async def test_answer_collects_negotiated_facts() -> None:
     assert kinds == ["audio", "video"]
     video = transport.sections[1]
     assert video.codecs[0].name == "vp8" and video.codecs[0].rtx_payload_type is not None
+    assert {"nack", "nack pli", "goog-remb"} <= video.codecs[0].feedback
     assert video.remote_ssrcs and video.remote_rtx
     assert "urn:ietf:params:rtp-hdrext:sdes:mid" in video.extensions
     await transport.close()
