@@ -97,6 +97,7 @@ class Edge:
         self._authority = authority
         self.metrics_registry = registry
         self.router: MessageRouter | None = None  # set once the router exists
+        self._services: dict[str, Any] = {}
 
     @property
     def node_name(self) -> str:
@@ -118,6 +119,18 @@ class Edge:
 
     def logger(self, plugin: str) -> Any:
         return get_logger(f"edge.plugin.{plugin}")
+
+    # services: how plugins use each other ------------------------------------------------
+
+    def provide(self, name: str, service: Any) -> None:
+        """Offer an object to other plugins under ``name`` (e.g. in ``edge_startup``)."""
+        if name in self._services and self._services[name] is not service:
+            raise ValueError(f"service {name!r} is already provided")
+        self._services[name] = service
+
+    def service(self, name: str) -> Any | None:
+        """Another plugin's service, or None when that plugin is not loaded."""
+        return self._services.get(name)
 
     # rooms --------------------------------------------------------------------------
 
