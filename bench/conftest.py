@@ -23,6 +23,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "thread in a helper process (default: the benchmark process keeps the GIL "
             "and one core to itself, as a node does whose viewers are other machines) "
             "or a thread in the benchmark process (shares the GIL with the data plane "
-            "and adds GIL hand-offs to every packet)"
+            "and adds GIL hand-offs to every packet; it also falls behind and lets the "
+            "receive buffer overflow, see extra_info sink_lost)"
         ),
     )

@@ -16,6 +16,12 @@ consumer attach, the PLI and the publisher's next keyframe, and the decode. The
 viewer is stopped (DELETE) before the next one joins, so every join meets an
 otherwise idle room.
 
+Joins that follow each other closely meet the node's PLI throttle
+(media.keyframe_min_interval_ms, 500 ms by default: at most one PLI per
+producer per interval), so with ``--gap 0`` most joins wait for the throttle;
+``--gap 0.6`` measures isolated joins, and ``--node-env
+EDGE_MEDIA_KEYFRAME_MIN_INTERVAL_MS=50`` shows the effect of the setting.
+
 Prints one JSON object: p50/p95/min/max/mean join time in ms, every sample,
 and the failures (a viewer that gets no frame within ``--timeout``).
 Everything here runs on loopback: no network latency, both peers are aiortc.
@@ -79,6 +85,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.sleep(args.warmup)
 
         for n in range(args.viewers):
+            if n and args.gap:
+                await asyncio.sleep(args.gap)
             viewer = WhepViewer(node.url, args.room, node.token(args.room, f"viewer-{n}", "viewer"))
             try:
                 response = await viewer.start()
@@ -118,6 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         },
         "samples_ms": [ms(s) for s in samples],
         "warmup_s": args.warmup,
+        "gap_s": args.gap,
         "node_env": dict(args.node_env),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -137,6 +146,12 @@ def main() -> int:
     parser.add_argument("--room", default="bench-join", help="room name")
     parser.add_argument(
         "--warmup", type=float, default=2.0, help="seconds of publishing before the first viewer"
+    )
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="seconds between one viewer's stop and the next one's POST (default 0)",
     )
     parser.add_argument(
         "--timeout", type=float, default=15.0, help="seconds a viewer waits for its first frame"

@@ -17,12 +17,14 @@ from .api.plugins import plugin_routes
 from .api.ws import ws_routes
 from .api.rooms import room_routes
 from .api.sessions import session_routes
+from .api.web import web_routes
 from .auth import Identity, TokenAuthority, describe_secret, load_or_create_secret
 from .config import Config
 from .media.node import MediaNode
 from .messaging.connections import DataChannelConnection
 from .messaging.ratelimit import RateLimiter
 from .messaging.router import MessageRouter
+from .messaging.wsframes import KeepAsgiSend
 from .plugins.api import Edge, ParticipantInfo, ProducerInfo, RoomInfo
 from .plugins.manager import PluginHost
 from .observability.logging import get_logger
@@ -162,11 +164,15 @@ def create_app(
         *session_routes(ctx, "whep"),
         *room_routes(ctx),
         *admin_routes(ctx),
+        *web_routes(ctx),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            # First: Starlette's error middleware passes WebSocket sends through
+            # untouched, so this sees the server's own send (wsframes.py).
+            Middleware(KeepAsgiSend),
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.http.cors_origins,

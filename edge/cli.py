@@ -34,6 +34,10 @@ def _serve(args: argparse.Namespace) -> int:
             port=config.http.port,
             loop="none",
             http="h11",
+            # The message path writes pre-built frames to this protocol's
+            # transport (edge/messaging/wsframes.py): keep the two in step.
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,
             log_level="warning",
             access_log=False,
             lifespan="on",

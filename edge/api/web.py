@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -106,7 +106,7 @@ def web_routes(ctx: "EdgeContext") -> list[BaseRoute]:
     async def index(request: Request) -> Response:
         return page(request, "index")
 
-    def room_page(name: str):  # type: ignore[no-untyped-def]
+    def room_page(name: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             room = request.path_params["room"]
             try:

@@ -14,11 +14,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..auth import Identity
 from .router import new_connection_id
+from .wsframes import raw_transport, text_frame
 
 if TYPE_CHECKING:
     from .router import MessageRouter
 
 OUTBOUND_QUEUE = 1024
+# Bytes a connection may have waiting in its transport before it counts as too
+# slow and loses messages (its own, nobody else's).
+MAX_WRITE_BUFFER = 1 << 20
 DATACHANNEL_MAX_BUFFERED = 1 << 20
 
 
@@ -33,8 +37,13 @@ class WebSocketConnection:
         self.closed = False
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(OUTBOUND_QUEUE)
         self._close: tuple[int, str] = (1000, "")
+        # Set once accepted under uvicorn: frames are then written directly
+        # (see wsframes.py), in order, without the queue and writer task.
+        self.transport: asyncio.Transport | None = None
 
     def send_text(self, text: str) -> bool:
+        if self.transport is not None:
+            return self.send_frame(text_frame(text.encode()))
         if self.closed:
             return False
         try:
@@ -43,16 +52,34 @@ class WebSocketConnection:
             return False
         return True
 
+    def send_frame(self, frame: bytes) -> bool:
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            return False
+        transport.write(frame)
+        return True
+
     def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
         self._close = (code, reason)
+        if self.transport is not None:  # no writer task on the fast path
+            asyncio.ensure_future(self._close_now(code, reason))
+            return
         try:
             self._queue.put_nowait(None)
         except asyncio.QueueFull:  # make room for the close: the backlog is moot now
             self._queue.get_nowait()
             self._queue.put_nowait(None)
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        try:
+            await self.websocket.close(code, reason)
+        except (RuntimeError, ConnectionError):
+            pass
 
     async def writer(self) -> None:
         try:
@@ -68,6 +95,7 @@ class WebSocketConnection:
 
     async def serve(self, router: "MessageRouter") -> None:
         """Read until the client goes; messages are handled one at a time, in order."""
+        self.transport = raw_transport(self.websocket.scope)
         writer = asyncio.ensure_future(self.writer())
         router.attach(self)
         try:
@@ -85,7 +113,6 @@ class WebSocketConnection:
             self.closed = True
             router.detach(self)
             if not writer.done():
-                self._queue.put_nowait(None) if not self._queue.full() else None
                 writer.cancel()
 
 
@@ -124,7 +151,8 @@ class DataChannelConnection:
         @self.channel.on("close")
         def on_close() -> None:
             self.closed = True
-            self._inbox.put_nowait(None) if not self._inbox.full() else None
+            if not self._inbox.full():
+                self._inbox.put_nowait(None)  # wakes the pump so it detaches
 
         async def pump() -> None:
             router.attach(self)

@@ -27,6 +27,7 @@ from .envelope import (
     parse_envelope,
 )
 from .ratelimit import RateLimiter
+from .wsframes import text_frame
 
 if TYPE_CHECKING:
     from ..media.node import MediaNode
@@ -199,15 +200,25 @@ class MessageRouter:
         members = self.rooms.get(envelope.room)
         if not members:
             return 0
-        text = orjson.dumps(envelope.to_dict()).decode()  # encoded once for everyone
-        sent = 0
+        payload = orjson.dumps(envelope.to_dict())  # encoded once for everyone
+        text = payload.decode()
+        frame: bytes | None = None  # and framed once for every WebSocket
+        sent = dropped = 0
         for conn in list(members.values()):
             if exclude_identities and conn.identity.identity in exclude_identities:
                 continue
-            if conn.send_text(text):
+            if getattr(conn, "transport", None) is not None:
+                if frame is None:
+                    frame = text_frame(payload)
+                ok = conn.send_frame(frame)  # type: ignore[attr-defined]
+            else:
+                ok = conn.send_text(text)
+            if ok:
                 sent += 1
             else:
-                self.dropped.labels("slow_or_closed").inc()
+                dropped += 1
+        if dropped:
+            self.dropped.labels("slow_or_closed").inc(dropped)
         self.deliveries.inc(sent)
         self.plugins.call("edge_message_delivered", edge=self.edge, envelope=envelope, recipients=sent)
         return sent

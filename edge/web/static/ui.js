@@ -109,13 +109,17 @@ export function tokenWarning(token, room, roles) {
 /** Polls getStats() every `periodMs` while the pc is open: callback(report). */
 export function pollStats(pc, periodMs, callback) {
   let timer = null;
+  let stopped = false;
   const tick = async () => {
-    if (pc.signalingState === "closed") return;
-    try { callback(await pc.getStats()); } catch (err) { console.warn("getStats", err); }
-    timer = setTimeout(tick, periodMs);
+    if (stopped || pc.signalingState === "closed") return;
+    try {
+      const report = await pc.getStats();
+      if (!stopped) callback(report);
+    } catch (err) { console.warn("getStats", err); }
+    if (!stopped) timer = setTimeout(tick, periodMs);
   };
   tick();
-  return () => clearTimeout(timer);
+  return () => { stopped = true; clearTimeout(timer); };
 }
 
 /** A short-lived message at the bottom of the screen. */
