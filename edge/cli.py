@@ -85,10 +85,13 @@ def _plugins(args: argparse.Namespace) -> int:
     import json
 
     from .config import load_config
-    from .plugins.manager import PluginHost
     from prometheus_client import CollectorRegistry
 
+    from .observability.logging import configure_logging
+    from .plugins.manager import PluginHost
+
     config = load_config(args.config)
+    configure_logging(config.log.format, config.log.level, to_stderr=True)  # stdout: the listing
     host = PluginHost(config, CollectorRegistry())
     described = host.describe()
     if args.json:

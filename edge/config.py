@@ -46,7 +46,7 @@ class MediaConfig:
     ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     inactivity_timeout_seconds: float = 10.0
     connect_timeout_seconds: float = 15.0
-    keyframe_min_interval_ms: int = 500
+    keyframe_min_interval_ms: int = 250
     retransmit_buffer_packets: int = 1024
     max_publish_bitrate: int = 4_000_000
     dataplane: str = "python"

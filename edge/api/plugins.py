@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from .problem import Problem, json_response
+from .problem import json_response
 from .sessions import _guard, authenticate, authorize
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 def _guarded(route: BaseRoute) -> BaseRoute:
     """A plugin's handler may raise Problem (e.g. from edge.authenticate)."""
-    if isinstance(route, Route) and route.endpoint is not None:
+    if isinstance(route, Route) and inspect.iscoroutinefunction(route.endpoint):
         return Route(
             route.path, _guard(route.endpoint), methods=list(route.methods or []) or None, name=route.name
         )
@@ -31,7 +32,9 @@ def plugin_routes(ctx: "EdgeContext") -> list[BaseRoute]:
 
     routes: list[BaseRoute] = [Route("/v1/plugins", _guard(list_plugins), methods=["GET"])]
     for name, declared in ctx.plugins.collect("edge_http_routes", edge=ctx.edge):
-        if not isinstance(declared, list):
-            raise Problem(500, "plugin_error", f"plugin {name} returned routes that are not a list")
+        if not isinstance(declared, list) or not all(isinstance(r, BaseRoute) for r in declared):
+            # A plugin returning garbage loses its routes, not the node.
+            ctx.plugins.report_bad_result(name, "edge_http_routes", "a list of Starlette routes")
+            continue
         routes.append(Mount(f"/v1/plugins/{name}", routes=[_guarded(r) for r in declared]))
     return routes

@@ -204,8 +204,7 @@ class MediaNode:
         participant.connections.pop(key, None)
         if participant.sessions or participant.connections:
             return
-        if room.participants.get(participant.identity) is participant:
-            del room.participants[participant.identity]
+        if room.remove_participant(participant):
             self.on_event("participant_left", {"room": room, "participant": participant})
         if room.empty and self.rooms.get(room.name) is room:
             del self.rooms[room.name]

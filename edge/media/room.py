@@ -19,6 +19,8 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.producers: dict[str, "Producer"] = {}
         self.viewers: dict[str, "ViewerSession"] = {}
+        # Participants per role, kept up to date so presence costs O(1) per join.
+        self.role_counts: dict[str, int] = {}
 
     @property
     def empty(self) -> bool:
@@ -28,9 +30,20 @@ class Room:
         p = self.participants.get(identity)
         if p is None:
             p = self.participants[identity] = Participant(identity, role, region)
+            self.role_counts[role] = self.role_counts.get(role, 0) + 1
         elif role != p.role and role in ("host", "cohost") and p.role == "viewer":
-            p.role = role  # a viewer promoted to co-host (连麦) keeps its identity
+            # a viewer promoted to co-host (连麦) keeps its identity
+            self.role_counts["viewer"] -= 1
+            self.role_counts[role] = self.role_counts.get(role, 0) + 1
+            p.role = role
         return p
+
+    def remove_participant(self, participant: Participant) -> bool:
+        if self.participants.get(participant.identity) is not participant:
+            return False
+        del self.participants[participant.identity]
+        self.role_counts[participant.role] -= 1
+        return True
 
     def ordered_producers(self) -> list["Producer"]:
         return sorted(self.producers.values(), key=lambda p: p.rank)

@@ -115,7 +115,7 @@ def parse_envelope(raw: bytes | str, *, room: str) -> Envelope:
     if unknown:
         raise EnvelopeError("invalid_envelope", f"unknown envelope fields: {', '.join(sorted(unknown))}")
     kind = obj.get("type")
-    if not isinstance(kind, str) or not TYPE_PATTERN.match(kind) or len(kind) > MAX_ID_LENGTH:
+    if not isinstance(kind, str) or not TYPE_PATTERN.fullmatch(kind) or len(kind) > MAX_ID_LENGTH:
         raise EnvelopeError("invalid_envelope", "'type' must be a dotted lower-case name")
     target = obj.get("room", room)
     if target != room:

@@ -90,8 +90,13 @@ class MessageRouter:
 
     def load_types(self) -> None:
         """Collect ``edge_message_types`` from the plugins (at start-up)."""
-        for declared in self.plugins.call("edge_message_types", edge=self.edge):
-            for message_type in declared or []:
+        for plugin, declared in self.plugins.collect("edge_message_types", edge=self.edge):
+            if not isinstance(declared, (list, tuple)) or not all(
+                isinstance(t, MessageType) for t in declared
+            ):
+                self.plugins.report_bad_result(plugin, "edge_message_types", "a list of MessageType")
+                continue
+            for message_type in declared:
                 if message_type.name in self.types:
                     log.warning("message_type_duplicate", type=message_type.name)
                     continue

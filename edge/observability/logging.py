@@ -22,12 +22,13 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
-def configure_logging(fmt: str = "auto", level: str = "info") -> None:
-    json_output = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+def configure_logging(fmt: str = "auto", level: str = "info", *, to_stderr: bool = False) -> None:
+    stream = sys.stderr if to_stderr else sys.stdout  # for the TTY check only
+    json_output = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_output
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -42,7 +43,9 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # The stream is looked up whenever a logger is made, never kept: tests
+        # and tools swap sys.stdout/sys.stderr.
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr if to_stderr else sys.stdout),
         cache_logger_on_first_use=False,
     )
     # Libraries (aiortc, aioice, uvicorn) log through stdlib logging: keep them quiet.

@@ -69,12 +69,10 @@ class MessageContext:
 
     def reply(self, type: str, data: dict[str, Any] | None = None) -> None:
         """Send an envelope back to the sender only (after the hook chain)."""
-        self.replies.append(
-            Envelope(type=type, room=self.envelope.room, data=data or {}, ts=now_ms(),
-                     id=None)
-        )
+        payload = dict(data or {})  # never touch the plugin's own dict
         if self.envelope.id is not None:
-            self.replies[-1].data.setdefault("reply_to", self.envelope.id)
+            payload.setdefault("reply_to", self.envelope.id)
+        self.replies.append(Envelope(type=type, room=self.envelope.room, data=payload, ts=now_ms()))
 
     def reject(self, code: str, reason: str) -> None:
         """Refuse the message: the sender gets an ``error`` envelope with ``code``."""
@@ -145,7 +143,11 @@ class Edge:
 
     def viewer_count(self, room: str) -> int:
         r = self._node.rooms.get(room)
-        return 0 if r is None else sum(1 for p in r.participants.values() if p.role == "viewer")
+        return 0 if r is None else r.role_counts.get("viewer", 0)
+
+    def participant_count(self, room: str) -> int:
+        r = self._node.rooms.get(room)
+        return 0 if r is None else len(r.participants)
 
     # messages -------------------------------------------------------------------------
 

@@ -61,9 +61,9 @@ class PluginHost:
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 1.0),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
-        if env.get("EDGE_TRACE_PLUGINS"):
-            self.pm.trace.root.setwriter(lambda msg: log.info("plugin_trace", msg=msg.rstrip()))
-            self.pm.enable_tracing()
+        # Hooks are called one implementation at a time (not through pm.hook),
+        # so tracing is done here rather than with pluggy's enable_tracing().
+        self.trace = bool(env.get("EDGE_TRACE_PLUGINS"))
         if load_entrypoints:
             self._load_entrypoints(env.get("EDGE_LOAD_PLUGINS"))
         for name in config.plugins.get("load", []) or []:
@@ -121,7 +121,14 @@ class PluginHost:
 
     def _invoke(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any]) -> Any:
         args = {name: kwargs[name] for name in impl.argnames}
+        if self.trace:
+            log.info("plugin_trace", msg=f"{impl.plugin_name}.{hook}({', '.join(args)})")
         return impl.function(**args)
+
+    def report_bad_result(self, plugin: str, hook: str, expected: str) -> None:
+        """A hook returned something unusable: logged and counted, then ignored."""
+        self.errors.labels(plugin, hook).inc()
+        log.error("plugin_hook_bad_result", plugin=plugin, hook=hook, expected=expected)
 
     def _failed(self, impl: pluggy.HookImpl, hook: str, exc: BaseException) -> None:
         self.errors.labels(impl.plugin_name, hook).inc()
@@ -183,6 +190,11 @@ class PluginHost:
             except Exception as exc:
                 self._failed(impl, hook, exc)
                 continue
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                self.report_bad_result(impl.plugin_name, hook, "a plain value (this hook is not async)")
+                continue
             if result is not None:
                 out.append((impl.plugin_name, result))
         return out
@@ -194,9 +206,11 @@ class PluginHost:
         """
         for impl in self._impls("edge_configure"):
             section = edge.plugin_config(impl.plugin_name)
+            if inspect.iscoroutinefunction(impl.function):
+                raise ConfigError(f"[plugins.{impl.plugin_name}]: edge_configure must not be async")
             try:
-                impl.function(**{n: {"edge": edge, "config": section}[n] for n in impl.argnames})
-            except ValueError as exc:
+                self._invoke(impl, "edge_configure", {"edge": edge, "config": section})
+            except Exception as exc:
                 raise ConfigError(f"[plugins.{impl.plugin_name}]: {exc}") from exc
 
     async def message_received(self, edge: Any, message: MessageContext) -> None:

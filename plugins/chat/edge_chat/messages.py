@@ -17,9 +17,22 @@ STAFF = MODERATORS | {"admin"}
 LIKE_RATE = (50, 10.0)  # likes are bursty; the per-connection floor is the same
 
 
+def _moderation(
+    name: str, fields: dict[str, type], required: set[str], broadcast: bool, config: ChatConfig
+) -> MessageType:
+    return MessageType(
+        name,
+        roles=MODERATORS,
+        fields=fields,
+        required=frozenset(required),
+        default_rate=config.staff_rate,
+        broadcast=broadcast,
+        plugin=PLUGIN,
+    )
+
+
 def message_types(config: ChatConfig) -> list[MessageType]:
     staff = {role: config.staff_rate for role in STAFF}
-    moderation = dict(roles=MODERATORS, default_rate=config.staff_rate, plugin=PLUGIN)
     return [
         MessageType(
             "chat.send",
@@ -32,37 +45,9 @@ def message_types(config: ChatConfig) -> list[MessageType]:
             plugin=PLUGIN,
         ),
         MessageType("like", roles=ALL_ROLES, fields={"count": int}, default_rate=LIKE_RATE, plugin=PLUGIN),
-        MessageType(
-            "chat.delete",
-            fields={"message_id": str},
-            required=frozenset({"message_id"}),
-            broadcast=True,
-            **moderation,  # type: ignore[arg-type]
-        ),
-        MessageType(
-            "mod.mute",
-            fields={"identity": str, "seconds": int},
-            required=frozenset({"identity"}),
-            broadcast=True,
-            **moderation,  # type: ignore[arg-type]
-        ),
-        MessageType(
-            "mod.unmute",
-            fields={"identity": str},
-            required=frozenset({"identity"}),
-            broadcast=True,
-            **moderation,  # type: ignore[arg-type]
-        ),
-        MessageType(
-            "mod.keywords",
-            fields={"add": list, "remove": list},
-            **moderation,  # type: ignore[arg-type]
-        ),
-        MessageType(
-            "mod.slowmode",
-            fields={"seconds": int},
-            required=frozenset({"seconds"}),
-            broadcast=True,
-            **moderation,  # type: ignore[arg-type]
-        ),
+        _moderation("chat.delete", {"message_id": str}, {"message_id"}, True, config),
+        _moderation("mod.mute", {"identity": str, "seconds": int}, {"identity"}, True, config),
+        _moderation("mod.unmute", {"identity": str}, {"identity"}, True, config),
+        _moderation("mod.keywords", {"add": list, "remove": list}, set(), False, config),
+        _moderation("mod.slowmode", {"seconds": int}, {"seconds"}, True, config),
     ]

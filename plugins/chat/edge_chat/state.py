@@ -74,6 +74,10 @@ class Presence:
         self.sent: tuple[int, int] | None = None
         self.throttle = Throttle(PRESENCE_INTERVAL)
 
+    def ready(self, now: float) -> bool:
+        """Whether an update may go out now (check before counting: counting is O(room))."""
+        return self.throttle.ready(now)
+
     def take(self, viewers: int, participants: int, now: float) -> dict[str, int] | None:
         if (viewers, participants) == self.sent or not self.throttle.ready(now):
             return None
