@@ -1,0 +1,1 @@
+"""edge-commerce: catalog, product pins, orders and room analytics (docs/commerce.md)."""
