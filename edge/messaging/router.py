@@ -85,6 +85,11 @@ class MessageRouter:
         self.connections = Gauge(
             "edge_message_connections", "Open message connections", ["kind"], registry=registry
         )
+        self.fast_connections = Counter(
+            "edge_ws_fastpath_connections",
+            "WebSocket connections served by the frame-once fast path (wsframes.py)",
+            registry=registry,
+        )
         for message_type in BUILTIN_TYPES:
             self.types[message_type.name] = message_type
 
@@ -108,6 +113,8 @@ class MessageRouter:
         # Registered before the join events fire, so a plugin can greet it.
         self.rooms.setdefault(conn.room, {})[conn.id] = conn
         self.connections.labels(conn.kind).inc()
+        if getattr(conn, "transport", None) is not None:
+            self.fast_connections.inc()
         room, participant = self.node.enter(conn.room, conn.identity)
         participant.connections[conn.id] = conn
         self.plugins.call(

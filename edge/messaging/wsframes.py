@@ -39,7 +39,10 @@ def raw_transport(scope: dict[str, Any]) -> asyncio.Transport | None:
     if conn is None or getattr(conn, "extensions", None):
         return None  # a compression extension: frames differ per connection
     transport = getattr(protocol, "transport", None)
-    return transport if isinstance(transport, asyncio.Transport) else None
+    # Duck-typed: uvloop's TCPTransport is not an asyncio.Transport subclass.
+    if all(hasattr(transport, name) for name in ("write", "is_closing", "get_write_buffer_size")):
+        return transport  # type: ignore[no-any-return]
+    return None
 
 
 class KeepAsgiSend:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+import websockets
 
 from ..nodeproc import NodeProcess
 from .chat_clients import BACKGROUND, ChatClient, Envelope, assert_next_is, close_all, join_all
@@ -359,3 +360,22 @@ def test_bad_config_stops_the_node(section: str, complaint: str) -> None:
         assert "[plugins.chat]" in str(failed.value) and complaint in str(failed.value)
     finally:
         proc.stop()
+
+
+async def test_websocket_broadcasts_use_the_frame_once_fast_path(node) -> None:
+    """Under `edge serve` (uvicorn, websockets-sansio) every WebSocket gets the fast path,
+    and what it delivers is still well-formed for a standard client."""
+    room = "fastpath"
+    before = node.metrics().get("edge_ws_fastpath_connections_total", 0.0)
+    url = node.url.replace("http://", "ws://") + f"/v1/rooms/{room}/ws?token="
+    async with websockets.connect(url + node.token(room, "a", "viewer")) as a, websockets.connect(
+        url + node.token(room, "b", "viewer")
+    ) as b:
+        await a.send(json.dumps({"type": "chat.send", "data": {"text": "over the fast path"}}))
+        for ws in (a, b):
+            while True:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if msg["type"] == "chat.message":
+                    assert msg["data"]["text"] == "over the fast path"
+                    break
+    assert node.metrics()["edge_ws_fastpath_connections_total"] >= before + 2
