@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -87,8 +88,8 @@ class Commerce:
 
     # life cycle --------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        await self.store.open()
+    async def start(self, path: Path) -> None:
+        await self.store.open(path)
         for room, sku, by, pinned_at, ends_at in await self.store.run(lambda db: db.pins()):
             self.pins[room] = Pin(sku, by, pinned_at, ends_at)
         # Reserved orders of a previous run: collect again (a provider must treat

@@ -494,15 +494,16 @@ class Store:
     ``open()`` may be cancelled by whoever awaits it (a hook's time budget): the
     opening goes on, and every ``run`` waits for it."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = path
+    def __init__(self) -> None:
+        self.path: Path | str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-commerce-db")
         self._opening: asyncio.Future[Database] | None = None
 
-    async def open(self) -> None:
+    async def open(self, path: Path | str) -> None:
         if self._opening is None:
+            self.path = path
             loop = asyncio.get_running_loop()
-            self._opening = asyncio.ensure_future(loop.run_in_executor(self._executor, Database, self.path))
+            self._opening = asyncio.ensure_future(loop.run_in_executor(self._executor, Database, path))
         await asyncio.shield(self._opening)
 
     async def run(self, fn: Callable[[Database], T]) -> T:
