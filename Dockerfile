@@ -6,6 +6,7 @@ RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends build-e
 COPY pyproject.toml README.md ./
 COPY edge ./edge
 COPY conf ./conf
+COPY plugins ./plugins
 COPY .ci/setup.sh ./.ci/setup.sh
 RUN bash .ci/setup.sh
 ENV PATH="/opt/edge/.venv/bin:$PATH" \
