@@ -25,7 +25,7 @@ from .messaging.connections import DataChannelConnection
 from .messaging.ratelimit import RateLimiter
 from .messaging.router import MessageRouter
 from .messaging.wsframes import KeepAsgiSend
-from .plugins.api import Edge, ParticipantInfo, ProducerInfo, RoomInfo
+from .plugins.api import Edge, ParticipantInfo, ProducerInfo, RoomInfo, SessionInfo
 from .plugins.manager import PluginHost
 from .observability.logging import get_logger
 from .observability.metrics import NodeMetrics
@@ -60,6 +60,19 @@ def _plugin_events(ctx: "EdgeContext") -> Callable[[str, dict[str, Any]], None]:
             ctx.plugins.call(
                 f"edge_{name}", edge=ctx.edge, room=room.name,
                 participant=ParticipantInfo(p.identity, p.role, p.region),
+            )
+        elif name in ("session_started", "session_ended"):
+            s = kwargs["session"]
+            p = s.participant
+            ctx.plugins.call(
+                f"edge_{name}", edge=ctx.edge, room=s.room.name,
+                participant=ParticipantInfo(p.identity, p.role, p.region),
+                session=SessionInfo(
+                    id=s.id, kind=s.kind, room=s.room.name, participant=p.identity,
+                    started_at=s.created_at, connected_at=s.connected_at,
+                    ended_at=time.time() if name == "session_ended" else None,
+                    reason=kwargs.get("reason", ""),
+                ),
             )
         elif name in ("producer_added", "producer_removed"):
             p = kwargs["producer"]
@@ -98,6 +111,7 @@ def build_context(
     edge = Edge(config=config, node=node, authority=authority, registry=metrics.registry)
     router = MessageRouter(node, host, edge, metrics.registry)
     edge.router = router
+    edge.plugins = host
     ctx = EdgeContext(
         config=config,
         authority=authority,

@@ -149,6 +149,8 @@ class MediaNode:
 
         async def on_state(state: str) -> None:
             if state == "connected" and not session.closed:
+                session.connected_at = time.time()
+                self.on_event("session_started", {"session": session})
                 session.on_connected()
                 log.info("session_connected", session=session.id, kind=session.kind, room=room_name)
             elif state in ("failed", "closed"):
@@ -174,6 +176,7 @@ class MediaNode:
             self.ended.popitem(last=False)
         session.close()
         room = session.room
+        self.on_event("session_ended", {"session": session, "reason": reason})
         self.leave(room, session.participant, session_id)
         if reason not in ("delete", "shutdown"):
             self.metrics.transports_reaped.labels(reason).inc()

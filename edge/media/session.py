@@ -40,6 +40,7 @@ class Session:
         self.participant = participant
         self.transport = transport
         self.created_at = time.time()
+        self.connected_at: float | None = None
         self.closed = False
         # SSRC the node uses as sender of its own RTCP on this transport.
         self.rtcp_ssrc = random.getrandbits(32) or 1

@@ -44,6 +44,24 @@ class ConnectionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionInfo:
+    id: str
+    kind: str  # "whip" | "whep"
+    room: str
+    participant: str
+    started_at: float  # when the offer was answered (epoch seconds)
+    connected_at: float | None  # when media could flow
+    ended_at: float | None = None
+    reason: str = ""
+
+    @property
+    def media_seconds(self) -> float:
+        if self.connected_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, self.ended_at - self.connected_at)
+
+
+@dataclass(frozen=True, slots=True)
 class ProducerInfo:
     id: str
     room: str
@@ -95,6 +113,7 @@ class Edge:
         self._authority = authority
         self.metrics_registry = registry
         self.router: MessageRouter | None = None  # set once the router exists
+        self.plugins: Any = None  # the PluginHost, set by the app
         self._services: dict[str, Any] = {}
 
     @property
@@ -129,6 +148,11 @@ class Edge:
     def service(self, name: str) -> Any | None:
         """Another plugin's service, or None when that plugin is not loaded."""
         return self._services.get(name)
+
+    def emit(self, name: str, data: dict[str, Any], *, source: str) -> None:
+        """Publish a domain event to every plugin's ``edge_event`` (fire-and-forget)."""
+        if self.plugins is not None:
+            self.plugins.call("edge_event", edge=self, name=name, data=data, source=source)
 
     # rooms --------------------------------------------------------------------------
 

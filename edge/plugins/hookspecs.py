@@ -97,6 +97,27 @@ def edge_producer_removed(edge, room, producer):  # type: ignore[no-untyped-def]
 
 
 @hookspec
+def edge_session_started(edge, room, participant, session):  # type: ignore[no-untyped-def]
+    """A WHIP or WHEP session's media started flowing (ICE and DTLS done).
+    ``session`` is a ``SessionInfo`` (id, kind "whip"/"whep", started_at,
+    connected_at); ``participant`` a ``ParticipantInfo``."""
+
+
+@hookspec
+def edge_session_ended(edge, room, participant, session):  # type: ignore[no-untyped-def]
+    """A WHIP or WHEP session ended (DELETE, peer gone, timeout, shutdown).
+    ``session.media_seconds`` is how long its media flowed, measured by the node
+    (0 if it never connected): the watch time of a viewer."""
+
+
+@hookspec
+def edge_event(edge, name, data, source):  # type: ignore[no-untyped-def]
+    """A plugin published a domain event with ``edge.emit(name, data)``, e.g.
+    ``commerce.order_paid``: how plugins build on each other without importing
+    each other. ``source`` is the emitting plugin's name. Fire-and-forget."""
+
+
+@hookspec
 def edge_message_received(edge, message):  # type: ignore[no-untyped-def]
     """A validated client message is on its way through the room. ``message`` is
     a ``MessageContext``: read or change ``message.envelope`` (type, data), call

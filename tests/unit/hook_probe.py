@@ -152,6 +152,18 @@ class ProbePlugin:
             self.on_connection(edge, room, participant, connection)
 
     @hookimpl
+    def edge_session_started(self, edge: Edge, room: str, participant: Any, session: Any) -> None:
+        self.record.add("edge_session_started", edge=edge, room=room, participant=participant, session=session)
+
+    @hookimpl
+    def edge_session_ended(self, edge: Edge, room: str, participant: Any, session: Any) -> None:
+        self.record.add("edge_session_ended", edge=edge, room=room, participant=participant, session=session)
+
+    @hookimpl
+    def edge_event(self, edge: Edge, name: str, data: dict[str, Any], source: str) -> None:
+        self.record.add("edge_event", edge=edge, name=name, data=data, source=source)
+
+    @hookimpl
     def edge_producer_added(self, edge: Edge, room: str, producer: Any) -> None:
         self.record.add("edge_producer_added", edge=edge, room=room, producer=producer)
 

@@ -34,6 +34,7 @@ from edge.plugins.api import (
     ParticipantInfo,
     ProducerInfo,
     RoomInfo,
+    SessionInfo,
 )
 from edge.plugins.manager import PluginHost
 from tests.clients import WhipPublisher
@@ -611,3 +612,58 @@ def test_reply_leaves_the_plugins_data_alone(tmp_path: Path) -> None:
             send(alice, "chat.send", {"text": "two"}, id="a2")
             assert alice.receive_json()["data"] == {"ok": True, "reply_to": "a2"}
     assert ACK == {"ok": True}
+
+
+# sessions and plugin events ----------------------------------------------------------------------
+
+
+async def test_hook_edge_session_started(tmp_path: Path) -> None:
+    probe = ProbePlugin()
+    app = make_app(tmp_path, ("probe", probe))
+    await _publish(app, probe)
+    (call,) = probe.record.calls("edge_session_started")
+    assert call["edge"] is ctx_of(app).edge and call["room"] == "shop1"
+    assert call["participant"] == ParticipantInfo("seller", "host", "eu")
+    session = call["session"]
+    assert isinstance(session, SessionInfo)
+    assert (session.kind, session.room, session.participant) == ("whip", "shop1", "seller")
+    assert session.connected_at is not None and session.connected_at >= session.started_at
+    assert session.ended_at is None and session.media_seconds == 0.0
+    names = probe.record.names()
+    assert names.index("edge_session_started") < names.index("edge_producer_added")
+
+
+async def test_hook_edge_session_ended(tmp_path: Path) -> None:
+    probe = ProbePlugin()
+    app = make_app(tmp_path, ("probe", probe))
+    await _publish(app, probe)
+    (ended,) = await probe.record.await_for("edge_session_ended", 1, timeout=10)
+    (started,) = probe.record.calls("edge_session_started")
+    session = ended["session"]
+    assert ended["room"] == "shop1" and ended["participant"].identity == "seller"
+    assert session.id == started["session"].id and session.kind == "whip"
+    assert session.reason in ("delete", "closed")
+    assert session.ended_at is not None and session.ended_at >= session.connected_at
+    assert session.media_seconds == pytest.approx(session.ended_at - session.connected_at)
+    assert session.media_seconds > 0
+    names = probe.record.names()
+    assert names.index("edge_session_ended") < names.index("edge_participant_left")
+
+
+def test_hook_edge_event(tmp_path: Path) -> None:
+    """One plugin emits, every plugin (another one and the emitter) hears it."""
+
+    def emit_on_message(edge: Edge, message: MessageContext) -> None:
+        edge.emit("probe.said", {"text": message.envelope.data["text"]}, source="emitter")
+
+    emitter = ProbePlugin(message_types=[CHAT], on_message=emit_on_message)
+    listener = ProbePlugin()
+    app = make_app(tmp_path, ("emitter", emitter), ("listener", listener))
+    with TestClient(app) as client:
+        with client.websocket_connect(ws_path("r-event", "alice")) as ws:
+            send(ws, "chat.send", {"text": "hi"})
+            ws.receive_json()
+    for probe in (listener, emitter):
+        (call,) = probe.record.calls("edge_event")
+        assert call["edge"] is ctx_of(app).edge
+        assert (call["name"], call["data"], call["source"]) == ("probe.said", {"text": "hi"}, "emitter")
