@@ -29,6 +29,11 @@ def ws_routes(ctx: "EdgeContext") -> list[WebSocketRoute]:
             await websocket.send_text(error_envelope(room, reason_code, reason).encode().decode())
             await websocket.close(code, reason_code)
 
+        client = websocket.client.host if websocket.client else "?"
+        decision = ctx.session_limiter.check(("ws", client))
+        if not decision.allowed:
+            await refuse(4429, "rate_limited", "too many connections from this address")
+            return
         if not ROOM_NAME.match(room):
             await refuse(4400, "invalid_room", "bad room name")
             return

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 _ids = itertools.count(1)
 
+# Packets a consumer may have retransmitted per second (a 2.5 Mbit/s stream is
+# ~250 packets/s: this allows every packet twice over, no more).
+NACK_BUDGET_PER_SECOND = 500
+
 
 class ConsumerSlot:
     def __init__(self, viewer: "ViewerSession", section: MediaSection, buffer_packets: int) -> None:
@@ -98,6 +102,7 @@ class Consumer:
         "rtt",
         "last_sr",
         "last_sr_time",
+        "nack_budget",
         "closed",
     )
 
@@ -121,6 +126,9 @@ class Consumer:
         self.rtt: float | None = None
         self.last_sr = 0
         self.last_sr_time = 0.0
+        # Retransmissions this consumer may still ask for in the current second:
+        # NACKs cost the node a send each, so a viewer cannot turn them into a flood.
+        self.nack_budget = NACK_BUDGET_PER_SECOND
         self.closed = False
 
     def describe(self) -> dict[str, object]:

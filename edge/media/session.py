@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..transport.webrtc import EXT_MID, MediaSection, WebRtcTransport
 from . import rtcp
 from .codecs import is_keyframe
-from .consumer import Consumer, ConsumerSlot
+from .consumer import NACK_BUDGET_PER_SECOND, Consumer, ConsumerSlot
 from .producer import Producer
 from .retransmit import buffer_size
 from .rtp import RtpHeader, unwrap_rtx
@@ -339,6 +339,8 @@ class ViewerSession(Session):
         # upstream): the first PLI or the keyframe itself may have been lost.
         for slot in self.slots:
             consumer = slot.consumer
+            if consumer is not None:
+                consumer.nack_budget = NACK_BUDGET_PER_SECOND
             if consumer is not None and consumer.forwarder.waiting_for_keyframe:
                 self.node.metrics.keyframe_requests.labels("waiting").inc()
                 consumer.producer.keyframes.request()
@@ -361,13 +363,18 @@ class ViewerSession(Session):
                 consumer = self._consumer(packet.media_ssrc)
                 if consumer is None:
                     continue
-                served = self.node.dataplane.retransmit(consumer, packet.lost)
-                consumer.nack_requests += len(packet.lost)
+                asked = packet.lost
+                metrics.nack_received.inc(len(asked))
+                consumer.nack_requests += len(asked)
+                if len(asked) > consumer.nack_budget:
+                    metrics.nack_throttled.inc(len(asked) - consumer.nack_budget)
+                    asked = asked[: consumer.nack_budget]
+                consumer.nack_budget -= len(asked)
+                served = self.node.dataplane.retransmit(consumer, asked) if asked else 0
                 consumer.retransmitted += served
-                metrics.nack_received.inc(len(packet.lost))
                 metrics.nack_served.inc(served)
-                if served < len(packet.lost):
-                    metrics.nack_missed.inc(len(packet.lost) - served)
+                if served < len(asked):
+                    metrics.nack_missed.inc(len(asked) - served)
             elif isinstance(packet, rtcp.Pli):
                 self._keyframe_wanted(packet.media_ssrc, "viewer_pli")
             elif isinstance(packet, rtcp.Fir):

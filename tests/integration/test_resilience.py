@@ -189,3 +189,38 @@ async def test_publisher_uplink_loss_is_repaired_upstream_with_rtx(node: NodePro
     assert video["packets_lost"] < dropped
     await viewer.stop()
     await pub.stop()
+
+
+async def test_nack_flood_from_a_viewer_is_capped(node: NodeProcess) -> None:
+    """A viewer cannot turn NACKs into a retransmission flood."""
+    room = "nack-flood"
+    pub = WhipPublisher(node.url, room, node.token(room, "seller", "host"))
+    assert (await pub.start()).status_code == 201
+    viewer = WhepViewer(node.url, room, node.token(room, "greedy", "viewer"), audio_slots=0)
+    answer = await viewer.start()
+    await viewer.wait_frames("video", 10)
+    ssrc = next(s for s, k in _answer_kinds_of(answer.text).items() if k == "video")
+    before = node.metrics()
+    receiver = viewer.pc.getTransceivers()[0].receiver
+    # 40 NACKs of 100 sequence numbers each, all at once: 4000 retransmissions asked.
+    for i in range(40):
+        await receiver._send_rtcp_nack(ssrc, [(i * 100 + k) & 0xFFFF for k in range(100)])
+    # Wait until the node has seen them all (it counts every NACKed number).
+    deadline = time.monotonic() + 10
+    while node.metrics()["edge_nack_received_total"] - before["edge_nack_received_total"] < 4000:
+        assert time.monotonic() < deadline, "the node did not receive the NACKs"
+        await asyncio.sleep(0.2)  # the node's counters are only visible through /metrics
+    after = node.metrics()
+    throttled = after["edge_nack_throttled_total"] - before["edge_nack_throttled_total"]
+    served = after["edge_nack_served_total"] - before["edge_nack_served_total"]
+    missed = after["edge_nack_missed_total"] - before["edge_nack_missed_total"]
+    assert throttled >= 4000 - 2 * 500  # at most two budget refills happened meanwhile
+    assert served + missed <= 2 * 500
+    await viewer.stop()
+    await pub.stop()
+
+
+def _answer_kinds_of(sdp: str) -> dict[int, str]:
+    from ..clients import _answer_ssrcs
+
+    return _answer_ssrcs(sdp)
