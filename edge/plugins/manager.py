@@ -14,7 +14,7 @@ import importlib.metadata
 import inspect
 import os
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pluggy
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -144,17 +144,20 @@ class PluginHost:
             self._failed(impl, hook, exc)
         return None
 
+    def _each(self, hook: str, kwargs: dict[str, Any]) -> Iterator[tuple[pluggy.HookImpl, Any]]:
+        """(implementation, raw result) for each one that did not raise."""
+        for impl in self._impls(hook):
+            try:
+                yield impl, self._invoke(impl, hook, kwargs)
+            except Exception as exc:
+                self._failed(impl, hook, exc)
+
     def call(self, hook: str, **kwargs: Any) -> list[Any]:
         """Fire-and-forget from anywhere (media plane included): sync results now,
         async implementations scheduled as bounded tasks."""
         results: list[Any] = []
         start = time.perf_counter()
-        for impl in self._impls(hook):
-            try:
-                result = self._invoke(impl, hook, kwargs)
-            except Exception as exc:
-                self._failed(impl, hook, exc)
-                continue
+        for impl, result in self._each(hook, kwargs):
             if inspect.isawaitable(result):
                 task = asyncio.ensure_future(self._bounded(impl, hook, result))
                 self._tasks.add(task)
@@ -168,12 +171,7 @@ class PluginHost:
         """Call every implementation in turn, awaiting async ones within the budget."""
         results: list[Any] = []
         start = time.perf_counter()
-        for impl in self._impls(hook):
-            try:
-                result = self._invoke(impl, hook, kwargs)
-            except Exception as exc:
-                self._failed(impl, hook, exc)
-                continue
+        for impl, result in self._each(hook, kwargs):
             if inspect.isawaitable(result):
                 result = await self._bounded(impl, hook, result)
             if result is not None:
@@ -184,18 +182,12 @@ class PluginHost:
     def collect(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """(plugin name, result) of every synchronous implementation, isolated."""
         out: list[tuple[str, Any]] = []
-        for impl in self._impls(hook):
-            try:
-                result = self._invoke(impl, hook, kwargs)
-            except Exception as exc:
-                self._failed(impl, hook, exc)
-                continue
+        for impl, result in self._each(hook, kwargs):
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
                 self.report_bad_result(impl.plugin_name, hook, "a plain value (this hook is not async)")
-                continue
-            if result is not None:
+            elif result is not None:
                 out.append((impl.plugin_name, result))
         return out
 
@@ -216,12 +208,8 @@ class PluginHost:
     async def message_received(self, edge: Any, message: MessageContext) -> None:
         """The message chain: in order, stopping at the first reject."""
         start = time.perf_counter()
-        for impl in self._impls("edge_message_received"):
-            try:
-                result = self._invoke(impl, "edge_message_received", {"edge": edge, "message": message})
-            except Exception as exc:
-                self._failed(impl, "edge_message_received", exc)
-                continue
+        kwargs = {"edge": edge, "message": message}
+        for impl, result in self._each("edge_message_received", kwargs):
             if inspect.isawaitable(result):
                 await self._bounded(impl, "edge_message_received", result)
             if message.rejected is not None:
