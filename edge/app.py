@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from .api.admin import admin_routes
 from .api.plugins import plugin_routes
+from .api.replay import replay_routes
 from .api.ws import ws_routes
 from .api.rooms import room_routes
 from .api.sessions import session_routes
@@ -29,11 +30,14 @@ from .plugins.api import Edge, ParticipantInfo, ProducerInfo, RoomInfo, SessionI
 from .plugins.manager import PluginHost
 from .observability.logging import get_logger
 from .observability.metrics import NodeMetrics
+from .recording import PLUGIN_NAME as RECORDING_PLUGIN
+from .recording import Recorder, RecordingPlugin, RecordingsService
 from .transport.webrtc import install_codec_tripwire, install_ice_addresses
 
 log = get_logger("edge.app")
 
 DATA_CHANNEL_LABEL = "edge"
+SHUTDOWN_BUDGET_SECONDS = 5.0
 
 
 @dataclass
@@ -46,6 +50,7 @@ class EdgeContext:
     plugins: PluginHost
     edge: Edge
     router: MessageRouter
+    recorder: Recorder
 
 
 def _plugin_events(ctx: "EdgeContext") -> Callable[[str, dict[str, Any]], None]:
@@ -112,6 +117,13 @@ def build_context(
     router = MessageRouter(node, host, edge, metrics.registry)
     edge.router = router
     edge.plugins = host
+    # Recording (docs/recording.md): a tap on publishers' packets, the `recordings`
+    # service for other plugins and, when recording is on, a built-in plugin (same
+    # hooks as any plugin) that turns commerce.product_pinned events into markers.
+    recorder = Recorder(config, node, metrics.registry)
+    if config.recording.enabled:
+        host.register(RecordingPlugin(recorder), RECORDING_PLUGIN)
+    edge.provide("recordings", RecordingsService(recorder, config.http.public_url))
     ctx = EdgeContext(
         config=config,
         authority=authority,
@@ -121,8 +133,15 @@ def build_context(
         plugins=host,
         edge=edge,
         router=router,
+        recorder=recorder,
     )
-    node.on_event = _plugin_events(ctx)
+    plugin_events = _plugin_events(ctx)
+
+    def on_event(name: str, kwargs: dict[str, Any]) -> None:
+        recorder.on_node_event(name, kwargs)
+        plugin_events(name, kwargs)
+
+    node.on_event = on_event
 
     def on_datachannel(session: Any, channel: Any) -> None:
         if channel.label != DATA_CHANNEL_LABEL:
@@ -158,6 +177,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx.node.start()
+        await ctx.recorder.start()
         await ctx.plugins.acall("edge_startup", edge=ctx.edge)
         tick = asyncio.ensure_future(ticker())
         log.info("node_started", http=f"{config.http.host}:{config.http.port}", plugins=ctx.plugins.names())
@@ -167,7 +187,9 @@ def create_app(
             tick.cancel()
             ctx.router.close_all()
             await ctx.node.stop()
-            await ctx.plugins.acall("edge_shutdown", edge=ctx.edge)
+            await ctx.recorder.close()  # finishes recordings (remux) before the process exits
+            # Plugins flush on shutdown: a longer budget than per-message hooks.
+            await ctx.plugins.acall("edge_shutdown", edge=ctx.edge, budget_s=SHUTDOWN_BUDGET_SECONDS)
             await ctx.plugins.drain()
             log.info("node_stopped")
 
@@ -179,6 +201,7 @@ def create_app(
         *room_routes(ctx),
         *admin_routes(ctx),
         *web_routes(ctx),
+        *replay_routes(ctx),
     ]
     app = Starlette(
         routes=routes,

@@ -70,6 +70,22 @@ class LogConfig:
 
 
 @dataclass(slots=True)
+class RecordingConfig:
+    # Master switch: false = the node records nothing (stored recordings are still served).
+    enabled: bool = False
+    # Record rooms automatically when they go live (those in `rooms`, every room when
+    # `rooms` is empty); false = only rooms started with POST /v1/rooms/{room}/recording.
+    auto: bool = True
+    rooms: list[str] = field(default_factory=list)
+    # Where recordings go; empty = <node.data_dir>/recordings.
+    directory: str = ""
+    # Replays (media, markers, the /replay page's data) need no token; false = a token of the room.
+    public: bool = True
+    # Packets a room's recording may hold in memory before its writer thread catches up.
+    buffer_packets: int = 20000
+
+
+@dataclass(slots=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -77,6 +93,7 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
     # Plugin sections ([plugins.<name>]) and the plugin list, kept as raw TOML
     # so plugin authors own their schema.
     plugins: dict[str, Any] = field(default_factory=dict)
@@ -85,8 +102,13 @@ class Config:
     def data_path(self) -> Path:
         return Path(os.path.expanduser(self.node.data_dir))
 
+    @property
+    def recording_path(self) -> Path:
+        configured = self.recording.directory
+        return Path(os.path.expanduser(configured)) if configured else self.data_path / "recordings"
 
-SECTIONS = ("node", "http", "auth", "media", "limits", "log")
+
+SECTIONS = ("node", "http", "auth", "media", "limits", "log", "recording")
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:

@@ -92,7 +92,9 @@ class PythonDataPlane:
 def create_dataplane(name: str) -> tuple[DataPlane, str | None]:
     """The configured plane, and a warning when it had to fall back to Python."""
     if name == "native":
-        return PythonDataPlane(), (
-            "the native data plane is not part of this build; running the Python plane"
-        )
+        try:
+            from .native_plane import NativeDataPlane
+        except ImportError as exc:
+            return PythonDataPlane(), f"{exc}; running the Python plane"
+        return NativeDataPlane(), None
     return PythonDataPlane(), None

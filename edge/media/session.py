@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..transport.webrtc import EXT_MID, MediaSection, WebRtcTransport
 from . import rtcp
@@ -129,6 +129,9 @@ class PublisherSession(Session):
             if EXT_MID in section.extensions:
                 self._mid_ext[section.mid] = section.extensions[EXT_MID]
         self._mid_ext_id = next(iter(self._mid_ext.values()), None)
+        # A recorder's tap (edge.recording.RoomRecording) while the room is recorded:
+        # tap.rtp() is an O(1) in-memory append; a writer thread does the file I/O.
+        self.tap: Any = None
 
     def on_connected(self) -> None:
         for producer in self.producers:
@@ -198,6 +201,8 @@ class PublisherSession(Session):
                 producer.keyframes_seen += 1
         if producer.consumers:
             self.node.dataplane.forward(producer, data, header, keyframe, now)
+        if self.tap is not None:
+            self.tap.rtp(producer, data, now)
 
     def on_rtcp(self, data: bytes) -> None:
         try:
@@ -220,6 +225,8 @@ class PublisherSession(Session):
         now = time.time()
         producer.stats.last_sr = rtcp.ntp_middle(report.ntp_timestamp)
         producer.stats.last_sr_time = now
+        if self.tap is not None:
+            self.tap.sender_report(producer, report.ntp_timestamp, report.rtp_timestamp, now)
         for consumer in producer.consumers:
             if not consumer.forwarder.started:
                 continue

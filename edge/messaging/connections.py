@@ -32,6 +32,7 @@ class WebSocketConnection:
     def __init__(self, websocket: WebSocket, room: str, identity: Identity) -> None:
         self.id = new_connection_id(self.kind)
         self.websocket = websocket
+        self.params = {k: v for k, v in websocket.query_params.items() if k != "token"}
         self.room = room
         self.identity = identity
         self.closed = False

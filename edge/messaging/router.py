@@ -69,6 +69,8 @@ class MessageRouter:
         self.plugins = plugins
         self.edge = edge
         self.rooms: dict[str, dict[str, Connection]] = {}
+        # (room, identity) -> that participant's connections, so send_to is O(1).
+        self._by_identity: dict[tuple[str, str], dict[str, Connection]] = {}
         self.types: dict[str, MessageType] = {}
         self._limits: dict[tuple[str, str], RateLimiter] = {}
         limits = node.config.limits
@@ -112,6 +114,7 @@ class MessageRouter:
     def attach(self, conn: Connection) -> None:
         # Registered before the join events fire, so a plugin can greet it.
         self.rooms.setdefault(conn.room, {})[conn.id] = conn
+        self._by_identity.setdefault((conn.room, conn.identity.identity), {})[conn.id] = conn
         self.connections.labels(conn.kind).inc()
         if getattr(conn, "transport", None) is not None:
             self.fast_connections.inc()
@@ -122,7 +125,7 @@ class MessageRouter:
             edge=self.edge,
             room=conn.room,
             participant=ParticipantInfo(participant.identity, participant.role, participant.region),
-            connection=ConnectionInfo(conn.id, conn.kind),
+            connection=ConnectionInfo(conn.id, conn.kind, dict(getattr(conn, "params", {}))),
         )
 
     def detach(self, conn: Connection) -> None:
@@ -131,6 +134,12 @@ class MessageRouter:
             return
         if not members:
             del self.rooms[conn.room]
+        key = (conn.room, conn.identity.identity)
+        mine = self._by_identity.get(key)
+        if mine is not None:
+            mine.pop(conn.id, None)
+            if not mine:
+                del self._by_identity[key]
         self.connections.labels(conn.kind).dec()
         room = self.node.rooms.get(conn.room)
         if room is not None:
@@ -185,6 +194,7 @@ class MessageRouter:
             envelope=envelope,
             sender=ParticipantInfo(identity.identity, identity.role, identity.region),
             connection=conn.kind,
+            connection_id=conn.id,
             broadcast=message_type.broadcast,
         )
         sent_type = envelope.type  # hooks may transform the envelope's type
@@ -236,31 +246,25 @@ class MessageRouter:
         return sent
 
     def send_to(self, envelope: Envelope, identity: str, connection_id: str | None = None) -> int:
-        members = self.rooms.get(envelope.room) or {}
-        text = envelope.encode().decode()
+        mine = self._by_identity.get((envelope.room, identity)) or {}
         if connection_id is not None:
-            one = members.get(connection_id)
+            one = mine.get(connection_id)
             candidates = [one] if one is not None else []
         else:
-            candidates = list(members.values())
+            candidates = list(mine.values())
+        text = envelope.encode().decode()
         sent = 0
         for conn in candidates:
-            if conn.identity.identity != identity:
-                continue
-            if connection_id is not None and conn.id != connection_id:
-                continue
             if conn.send_text(text):
                 sent += 1
         self.deliveries.inc(sent)
         return sent
 
     def disconnect(self, room: str, identity: str, reason: str) -> int:
-        closed = 0
-        for conn in list((self.rooms.get(room) or {}).values()):
-            if conn.identity.identity == identity:
-                conn.close(4403, reason)
-                closed += 1
-        return closed
+        mine = list((self._by_identity.get((room, identity)) or {}).values())
+        for conn in mine:
+            conn.close(4403, reason)
+        return len(mine)
 
     def close_all(self) -> None:
         for members in list(self.rooms.values()):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..errors import AuthError, ForbiddenError
 from ..messaging.envelope import Envelope, now_ms
@@ -41,6 +41,8 @@ class ParticipantInfo:
 class ConnectionInfo:
     id: str
     kind: str  # "websocket" | "datachannel"
+    # The WebSocket URL's query parameters (the token removed), e.g. ?currency=MXN&ref=ana
+    params: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class MessageContext:
     envelope: Envelope
     sender: ParticipantInfo
     connection: str  # "websocket" | "datachannel"
+    connection_id: str = ""  # the sending connection (for edge.send_to(..., connection=...))
     broadcast: bool = False
     rejected: tuple[str, str] | None = None
     replies: list[Envelope] = field(default_factory=list)

@@ -134,9 +134,11 @@ class PluginHost:
         self.errors.labels(impl.plugin_name, hook).inc()
         log.error("plugin_hook_failed", plugin=impl.plugin_name, hook=hook, error=repr(exc))
 
-    async def _bounded(self, impl: pluggy.HookImpl, hook: str, coro: Any) -> Any:
+    async def _bounded(
+        self, impl: pluggy.HookImpl, hook: str, coro: Any, budget: float | None = None
+    ) -> Any:
         try:
-            return await asyncio.wait_for(coro, self.budget)
+            return await asyncio.wait_for(coro, budget or self.budget)
         except asyncio.TimeoutError:
             self.timeouts.labels(impl.plugin_name, hook).inc()
             log.warning("plugin_hook_timeout", plugin=impl.plugin_name, hook=hook, budget_s=self.budget)
@@ -167,13 +169,14 @@ class PluginHost:
         self.duration.labels(hook).observe(time.perf_counter() - start)
         return results
 
-    async def acall(self, hook: str, **kwargs: Any) -> list[Any]:
-        """Call every implementation in turn, awaiting async ones within the budget."""
+    async def acall(self, hook: str, *, budget_s: float | None = None, **kwargs: Any) -> list[Any]:
+        """Call every implementation in turn, awaiting async ones within the budget
+        (``budget_s`` overrides it, e.g. for shutdown, where plugins flush)."""
         results: list[Any] = []
         start = time.perf_counter()
         for impl, result in self._each(hook, kwargs):
             if inspect.isawaitable(result):
-                result = await self._bounded(impl, hook, result)
+                result = await self._bounded(impl, hook, result, budget_s)
             if result is not None:
                 results.append(result)
         self.duration.labels(hook).observe(time.perf_counter() - start)

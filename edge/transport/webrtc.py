@@ -446,6 +446,22 @@ class WebRtcTransport:
             "rx": profile.get_key_and_salt(material, 0 if server else 1),
         }
 
+    def egress_route(self) -> tuple[int, Any]:
+        """For a native sender: (socket fd, remote address) of the nominated ICE pair.
+
+        The same socket and address ``send_protected`` uses. The fd belongs to
+        aioice: a native sender that keeps it must dup() it (closing the
+        transport closes the original).
+        """
+        if self.closed:
+            raise InvalidStateError("the transport is closed")
+        connection = self._dtls().transport._connection
+        pair = connection._nominated.get(1)
+        if pair is None:
+            raise InvalidStateError("ICE has no nominated pair")
+        sock = pair.protocol.transport.get_extra_info("socket")
+        return sock.fileno(), pair.remote_addr
+
     async def close(self) -> None:
         if self.closed:
             return
