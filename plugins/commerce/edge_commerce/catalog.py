@@ -184,17 +184,18 @@ def pinned_data(
     the envelope's ``ts``). ``sale`` is a flash sale on this SKU: its price
     (in the product's currency, minor units) and remaining units replace the
     catalog's."""
-    price_minor, stock = product.price_minor, product.stock
+    price_minor = product.price_minor
+    stock: int | None = product.stock
     data: dict[str, Any] = {"sku": product.sku, "title": product.title}
     if sale is not None:
         price_minor = int(sale.get("price_minor", price_minor))
-        stock = int(sale.get("remaining", stock))
+        stock = sale.get("remaining")  # None: the sale did not say (it announces its own stock)
         data["flash_sale"] = True
     data["price"] = rates.to_major(rates.convert(price_minor, product.currency, currency), currency)
     data["currency"] = currency
     data["image_url"] = product.image_url
     data["stock"] = stock
-    data["sold_out"] = stock <= 0
+    data["sold_out"] = stock is not None and stock <= 0
     if countdown is not None:
         data["countdown"] = countdown
     return data

@@ -19,13 +19,14 @@ idempotency_hours = 24                               # order keys are remembered
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .currency import CODE, Rates
 
 DEFAULT_CURRENCIES = {"USD": 1.0, "MXN": 17.1, "JPY": 151.0}
-REGION = r"^[A-Za-z0-9_.-]{1,64}$"
+REGION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +104,6 @@ def _table(section: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 def parse_config(section: Mapping[str, Any]) -> CommerceConfig:
     """A ``CommerceConfig`` from the raw TOML section; ``ValueError`` names a bad key."""
-    import re
-
     unknown = set(section) - KEYS
     if unknown:
         raise ValueError(f"unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(KEYS))})")
@@ -121,7 +120,7 @@ def parse_config(section: Mapping[str, Any]) -> CommerceConfig:
     values: dict[str, Any] = {"rates": rates}
     regions = _table(section, "region_currency")
     for region, code in regions.items():
-        if not re.fullmatch(REGION, region):
+        if not REGION.fullmatch(region):
             raise ValueError(f"region_currency: bad region name {region!r}")
         if not isinstance(code, str) or not rates.has(code):
             raise ValueError(f"region_currency: {region} maps to {code!r}, which is not in currencies")

@@ -102,6 +102,10 @@ class Rates:
             return int(minor)
         return float(Decimal(minor).scaleb(-places))
 
+    def to_decimal(self, minor: int, currency: str) -> str:
+        """Minor units as a decimal string with the currency's places (``1999`` USD → ``"19.99"``)."""
+        return str(Decimal(minor).scaleb(-self._decimals[currency]))
+
     # conversion -------------------------------------------------------------------
 
     def convert(self, minor: int, source: str, target: str) -> int:

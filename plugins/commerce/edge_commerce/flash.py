@@ -52,6 +52,7 @@ class Sale:
     """An active flash sale on one SKU, in commerce's terms."""
 
     sku: str
+    sale_id: str
     price_minor: int | None  # in ``currency``; None = the catalog price
     currency: str | None
     remaining: int | None
@@ -115,9 +116,10 @@ class FlashSales:
         if view is None:
             return None
         price_minor, currency = _price(view, self.rates)
-        remaining = field(view, "remaining", "stock")
+        remaining = field(view, "remaining")
         return Sale(
             sku=sku,
+            sale_id=str(field(view, "sale_id", default="") or ""),
             price_minor=price_minor,
             currency=currency,
             remaining=int(remaining) if isinstance(remaining, int) and not isinstance(remaining, bool) else None,
@@ -125,6 +127,15 @@ class FlashSales:
             image_url=field(view, "image_url"),
             ends_at=epoch_seconds(field(view, "ends_at"), 0.0) or None,
         )
+
+    async def remaining(self, sale: Sale) -> int | None:
+        """Units left in the sale, when the service can say."""
+        service = self.service
+        if service is None or not sale.sale_id or not hasattr(service, "remaining"):
+            return None
+        left = await service.remaining([sale.sale_id])
+        value = left.get(sale.sale_id) if isinstance(left, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     async def reserve(self, room: str, sku: str, user: str, quantity: int, key: str) -> Reservation:
         service = self.service

@@ -10,9 +10,12 @@ Every transition is a conditional update in the store (``... WHERE state =
 <from>``), so two racing outcomes (payment confirmed vs. reservation expired)
 produce exactly one. Each change is appended to the order's history.
 
-An ``order.place`` is identified by (room, buyer, key): the first answer is
+An ``order.place`` is identified by (room, buyer, key): its acceptance, or a
+refusal that looked at the stock (``sold_out``, ``insufficient_stock``), is
 stored and a retry with the same key gets it again, unchanged; the same key
-with another SKU or quantity is refused with ``idempotency_conflict``.
+with another SKU or quantity is refused with ``idempotency_conflict``. Other
+refusals (``not_found``, a flash sale not started yet) are not stored: a retry
+may succeed.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 RELEASES_STOCK = frozenset({"expired", "cancelled"})
 FINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 
-KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces (Stripe: at most 255)
+# Idempotency keys: the flashsale plugin's rule, so one key works for either path.
+KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+KEY_RULE = "key must be 1-128 characters of letters, digits and . _ : -"
 
 # Sources of an order: the room's own catalog stock, or the flashsale plugin's reserve().
 CATALOG = "catalog"
@@ -156,6 +161,7 @@ def order_view(order: Order, rates: Rates, history: list[dict[str, Any]] | None 
         "base_currency": rates.base,
         "state": order.state,
         "source": order.source,
+        "external_id": order.external_id,  # the flashsale plugin's order id ('' for catalog orders)
         "key": order.idem_key,
         "created_at": order.created_at,
         "expires_at": order.expires_at,

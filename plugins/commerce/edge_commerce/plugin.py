@@ -23,6 +23,7 @@ from edge.plugins import hookimpl
 from edge.plugins.api import ConnectionInfo, Edge, MessageContext, ParticipantInfo
 
 from . import http
+from .catalog import FieldError
 from .config import CommerceConfig, parse_config
 from .handlers import HANDLERS, Replies, Request
 from .messages import message_types
@@ -56,6 +57,8 @@ class CommercePlugin:
             failure_rate=self.config.payment_failure_rate,
         )
         self.service = Commerce(edge, self.config, provider, Store())
+        # Offered while the node is built, so every plugin finds it from its own edge_startup on.
+        edge.provide(NAME, self.service)
 
     @hookimpl
     def edge_message_types(self, edge: Edge) -> list[MessageType]:
@@ -68,7 +71,6 @@ class CommercePlugin:
     @hookimpl
     async def edge_startup(self, edge: Edge) -> None:
         svc = self.svc()
-        edge.provide(NAME, svc)
         await asyncio.shield(asyncio.ensure_future(svc.start(edge.data_dir(NAME) / DB_FILE)))
 
     @hookimpl
@@ -123,6 +125,9 @@ class CommercePlugin:
         except CommerceError as exc:
             message.reject(exc.code, exc.detail)
             return
+        except FieldError as exc:
+            message.reject("invalid_data", str(exc))
+            return
         except asyncio.CancelledError:
             # Over the time budget: let it finish and answer then.
             task.add_done_callback(lambda done: self._late(edge, req, done))
@@ -135,8 +140,9 @@ class CommercePlugin:
             return
         reply_to = {} if req.reply_to is None else {"reply_to": req.reply_to}
         exc = task.exception()
-        if isinstance(exc, CommerceError):
-            edge.send_to(req.room, req.identity, "error", {"code": exc.code, "reason": exc.detail, **reply_to})
+        if isinstance(exc, (CommerceError, FieldError)):
+            code, reason = (exc.code, exc.detail) if isinstance(exc, CommerceError) else ("invalid_data", str(exc))
+            edge.send_to(req.room, req.identity, "error", {"code": code, "reason": reason, **reply_to})
             return
         if exc is not None:
             edge.logger(NAME).error("commerce_handler_failed", error=repr(exc), room=req.room)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from edge.plugins.api import Edge
@@ -29,6 +29,8 @@ from .config import CommerceConfig
 from .flash import FlashSales, Sale
 from .orders import (
     FLASHSALE,
+    KEY,
+    KEY_RULE,
     Answer,
     Order,
     fingerprint,
@@ -105,7 +107,10 @@ class Commerce:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._flush()
+        try:
+            await self._flush()
+        except Exception:
+            self.log.exception("commerce_flush_failed")
         await self.store.close()
 
     def tick(self, now: float) -> None:
@@ -133,6 +138,34 @@ class Commerce:
         if len(self.events):
             views, clicks = self.events.take()
             await self.store.run(lambda db: db.record_events(views, clicks))
+
+    # domain events (docs/events.md) ----------------------------------------------------------
+
+    def emit(self, name: str, data: dict[str, Any]) -> None:
+        """Publish ``commerce.<name>`` to every plugin's ``edge_event``."""
+        try:
+            self.edge.emit(f"commerce.{name}", {**data, "at": time.time()}, source="commerce")
+        except Exception:
+            self.log.exception("commerce_emit_failed", event=name)
+
+    def emit_order(self, order: Order) -> None:
+        """``commerce.order_<state>`` (accepted for a new, reserved order)."""
+        kind = "accepted" if order.state == "reserved" else order.state
+        self.emit(
+            f"order_{kind}",
+            {
+                "room": order.room,
+                "order_id": order.order_id,
+                "buyer": order.buyer,
+                "sku": order.sku,
+                "quantity": order.quantity,
+                "amount": self.rates.to_decimal(order.amount_minor, order.currency),
+                "currency": order.currency,
+                "amount_base": self.rates.to_decimal(order.amount_base_minor, self.rates.base),
+                "base_currency": self.rates.base,
+                "source": order.source,
+            },
+        )
 
     # currencies ---------------------------------------------------------------------------
 
@@ -174,16 +207,29 @@ class Commerce:
             self.log.exception("flashsale_active_sale_failed", room=room, sku=sku)
             return None
 
-    def pinned_for(self, room: str, product: Product, currency: str, now: float) -> dict[str, Any]:
+    async def card(self, room: str, product: Product) -> Callable[[str], dict[str, Any]]:
+        """A builder of ``product.pinned`` data per currency, for ``product`` in ``room``.
+
+        The pin's countdown (else a flash sale's time left) and the flash sale's
+        price and remaining units are looked up once, here."""
+        now = time.time()
         pin = self.pins.get(room)
+        countdown = pin.countdown(now) if pin is not None and pin.sku == product.sku else None
         sale = self.sale(room, product.sku)
-        return pinned_data(
-            product,
-            self.rates,
-            currency,
-            countdown=pin.countdown(now) if pin is not None and pin.sku == product.sku else None,
-            sale=sale.pinned_overrides(self.rates, product.currency) if sale is not None else None,
-        )
+        overrides: dict[str, Any] | None = None
+        if sale is not None:
+            overrides = sale.pinned_overrides(self.rates, product.currency)
+            if "remaining" not in overrides:
+                try:
+                    remaining = await self.flash.remaining(sale)
+                except Exception:
+                    self.log.exception("flashsale_remaining_failed", room=room, sku=product.sku)
+                    remaining = None
+                if remaining is not None:
+                    overrides["remaining"] = remaining
+            if countdown is None and sale.ends_at is not None:
+                countdown = max(0, round(sale.ends_at - now))
+        return lambda currency: pinned_data(product, self.rates, currency, countdown=countdown, sale=overrides)
 
     async def pin(self, room: str, sku: str, countdown: Any, by: str) -> dict[str, Any]:
         seconds = check_countdown(countdown)
@@ -194,7 +240,15 @@ class Commerce:
         ends_at = now + seconds if seconds is not None else None
         await self.store.run(lambda db: db.set_pin(room, sku, by, now, ends_at))
         self.pins[room] = Pin(sku, by, now, ends_at)
-        self._per_currency(room, "product.pinned", lambda c: self.pinned_for(room, product, c, now))
+        self._per_currency(room, "product.pinned", await self.card(room, product))
+        self.emit(
+            "product_pinned",
+            {
+                "room": room, "sku": sku, "title": product.title,
+                "price": self.rates.to_decimal(product.price_minor, product.currency),
+                "currency": product.currency, "countdown": seconds,
+            },
+        )
         return {"room": room, "sku": sku, "countdown": seconds, "ends_at": ends_at, "pinned_by": by}
 
     async def unpin(self, room: str, *, sku: str | None = None, reason: str = "unpinned") -> str | None:
@@ -206,6 +260,7 @@ class Commerce:
         if self.pins.get(room) is pin:
             del self.pins[room]
         self.edge.broadcast(room, "product.unpinned", {"sku": pin.sku, "reason": reason})
+        self.emit("product_unpinned", {"room": room, "sku": pin.sku, "reason": reason})
         return pin.sku
 
     async def current_pin(self, room: str, currency: str) -> dict[str, Any] | None:
@@ -216,7 +271,7 @@ class Commerce:
         product = await self.store.run(lambda db: db.product(room, pin.sku))
         if product is None:
             return None
-        return self.pinned_for(room, product, currency, time.time())
+        return (await self.card(room, product))(currency)
 
     async def send_pin(self, room: str, identity: str, region: str, connection: str | None = None) -> None:
         """The room's current pin to one participant (a new connection)."""
@@ -230,20 +285,20 @@ class Commerce:
         """After a catalog change: ``stock.updated`` and a fresh pinned card where needed."""
         if after is None:
             return
-        if before is None or before.stock != after.stock:
+        if before is not None and before.stock != after.stock:
             self.stock_changed(after)
         pin = self.pins.get(room)
         if pin is not None and pin.sku == after.sku and before is not None and (
             before.title, before.image_url, before.price_minor, before.currency
         ) != (after.title, after.image_url, after.price_minor, after.currency):
-            now = time.time()
-            self._per_currency(room, "product.pinned", lambda c: self.pinned_for(room, after, c, now))
+            self._per_currency(room, "product.pinned", await self.card(room, after))
 
     def stock_changed(self, product: Product) -> None:
         self.edge.broadcast(
             product.room,
             "stock.updated",
-            {"sku": product.sku, "stock": product.stock, "sold_out": product.stock == 0},
+            # remaining: the same number under the flashsale plugin's name for it
+            {"sku": product.sku, "stock": product.stock, "remaining": product.stock, "sold_out": product.stock == 0},
         )
 
     # clicks ------------------------------------------------------------------------------------
@@ -253,6 +308,7 @@ class Commerce:
         if product is None and self.sale(room, sku) is None:
             raise CommerceError("not_found", f"no product {sku!r} in this room", 404)
         self.events.click(room, identity, sku, time.time())
+        self.emit("product_click", {"room": room, "sku": sku, "viewer": identity})
 
     def view(self, room: str, identity: str) -> None:
         self.events.view(room, identity, time.time())
@@ -262,8 +318,8 @@ class Commerce:
     def check_order(self, quantity: Any, key: Any) -> None:
         if not isinstance(quantity, int) or isinstance(quantity, bool) or not 1 <= quantity <= self.config.max_quantity:
             raise CommerceError("invalid_data", f"quantity must be an integer from 1 to {self.config.max_quantity}")
-        if not isinstance(key, str) or not 1 <= len(key) <= 255 or not key.isprintable() or " " in key:
-            raise CommerceError("invalid_data", "key must be 1-255 printable characters without spaces")
+        if not isinstance(key, str) or not KEY.fullmatch(key):
+            raise CommerceError("invalid_data", KEY_RULE)
 
     async def place(self, room: str, buyer: str, region: str, sku: str, quantity: int, key: str) -> Answer:
         """An ``order.place``: the answer for the buyer (``order.accepted`` or ``order.rejected``).
@@ -305,6 +361,7 @@ class Commerce:
                 )
             )
             if order is not None:
+                self.emit_order(order)
                 self._start_payment(order)
                 if product is not None:
                     self.stock_changed(product)
@@ -323,8 +380,7 @@ class Commerce:
         elif product is not None:
             price_minor, price_currency = product.price_minor, product.currency
         else:
-            answer = rejected(sku, "not_found", key, f"the flash sale on {sku!r} has no price in a known currency")
-            return await self.store.run(lambda db: db.remember_rejection(room, buyer, key, fp, answer, now))
+            return rejected(sku, "not_found", key, f"the flash sale on {sku!r} has no price in a known currency")
         try:
             outcome = await self.flash.reserve(room, sku, buyer, quantity, key)
         except Exception as exc:
@@ -332,8 +388,8 @@ class Commerce:
             return rejected(sku, "unavailable", key, f"the flash sale could not take the order: {exc}")
         if not outcome.accepted:
             extra = {} if outcome.remaining is None else {"available": outcome.remaining}
-            answer = rejected(sku, outcome.reason or "rejected", key, "refused by the flash sale", **extra)
-            return await self.store.run(lambda db: db.remember_rejection(room, buyer, key, fp, answer, now))
+            # Not stored here: the flash sale keeps (and replays) the refusals that must stick.
+            return rejected(sku, outcome.reason or "rejected", key, "refused by the flash sale", **extra)
         unit = self.rates.convert(price_minor, price_currency, currency)
         unit_base = self.rates.convert(price_minor, price_currency, self.rates.base)
         title = sale.title or (product.title if product is not None else sku)
@@ -346,6 +402,7 @@ class Commerce:
         )
         answer, created = await self.store.run(lambda db: db.record_order(order, fp, self.rates, "placed (flash sale)"))
         if created:
+            self.emit_order(order)
             self._start_payment(order)
         return answer
 
@@ -381,32 +438,52 @@ class Commerce:
             self.log.exception("commerce_settle_failed", order_id=order.order_id)
 
     async def _settle(self, order: Order, request: PaymentRequest, result: PaymentResult) -> None:
+        """The payment is settled one way or the other: paid, cancelled, or given back."""
         async with self._lock(order.order_id):
             current = await self.store.run(lambda db: db.order(order.order_id))
             if current is None or current.state != "reserved":
                 if result.ok:  # too late: the order expired or was cancelled meanwhile
-                    await self.provider.refund(request, result.reference)
-                    state = current.state if current is not None else "unknown"
-                    await self.store.run(
-                        lambda db: db.note(order.order_id, state, "late payment returned", time.time())
-                    )
+                    await self._give_back(order.order_id, request, result.reference)
                 return
             if not result.ok:
+                await self._release_flash(current)
                 await self._transition(current, "cancelled", f"payment_{result.reason or 'failed'}")
                 return
             if current.source == FLASHSALE:
-                verdict = await self.flash.confirm_payment(current.external_id)
+                try:
+                    verdict = await self.flash.confirm_payment(current.external_id)
+                except Exception:
+                    self.log.exception("flashsale_confirm_failed", order_id=current.order_id)
+                    verdict = "unavailable"
                 if verdict != "paid":
                     await self.provider.refund(request, result.reference)
                     target = "expired" if verdict == "expired" else "cancelled"
-                    await self._transition(current, target, f"flash sale said {verdict}; payment returned",
-                                           payment_ref=result.reference)
+                    await self._transition(
+                        current, target, f"flash sale: {verdict}; payment returned", payment_ref=result.reference
+                    )
                     return
-            if await self._transition(current, "paid", "payment confirmed", payment_ref=result.reference) is None:
-                await self.provider.refund(request, result.reference)
-                await self.store.run(
-                    lambda db: db.note(order.order_id, "reserved", "late payment returned", time.time())
-                )
+            paid = await self._transition(current, "paid", "payment confirmed", payment_ref=result.reference)
+            if paid is None:
+                await self._give_back(order.order_id, request, result.reference)
+
+    async def _give_back(self, order_id: str, request: PaymentRequest, reference: str) -> None:
+        """Refund a payment that arrived for an order no longer waiting for it."""
+        await self.provider.refund(request, reference)
+
+        def note(db: Any) -> None:
+            current = db.order(order_id)
+            db.note(order_id, current.state if current is not None else "unknown", "late payment returned", time.time())
+
+        await self.store.run(note)
+
+    async def _release_flash(self, order: Order) -> None:
+        """A flash-sale order that will not be paid: the sale gets its units back."""
+        if order.source != FLASHSALE:
+            return
+        try:
+            await self.flash.cancel(order.external_id)
+        except Exception:
+            self.log.exception("flashsale_cancel_failed", order_id=order.order_id)
 
     async def _transition(
         self, order: Order, target: str, reason: str, *, payment_ref: str | None = None
@@ -420,6 +497,7 @@ class Commerce:
             return None
         after, product = result
         self.edge.send_to(after.room, after.buyer, "order.updated", updated(after, reason))
+        self.emit_order(after)
         if product is not None:
             self.stock_changed(product)
         return after
@@ -430,11 +508,7 @@ class Commerce:
             current = await self.store.run(lambda db: db.order(order.order_id))
             if current is None or current.state != "reserved":
                 return None
-            if current.source == FLASHSALE:
-                try:
-                    await self.flash.cancel(current.external_id)
-                except Exception:
-                    self.log.exception("flashsale_cancel_failed", order_id=current.order_id)
+            await self._release_flash(current)
             return await self._transition(current, target, reason)
 
     async def cancel(self, room: str, identity: str, role: str, order_id: str) -> Order:

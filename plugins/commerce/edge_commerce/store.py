@@ -318,18 +318,6 @@ class Database:
             (room, buyer, key, fp, answer.dumps(), now),
         )
 
-    def remember_rejection(self, room: str, buyer: str, key: str, fp: str, answer: Answer, now: float) -> Answer:
-        """Store a refusal as the key's answer; returns the answer stored first if there is one."""
-
-        def tx(db: sqlite3.Connection) -> Answer:
-            found = self.answer_for(room, buyer, key)
-            if found is not None:
-                return found[1]
-            self._remember(db, room, buyer, key, fp, answer, now)
-            return answer
-
-        return self._tx(tx)
-
     def _insert_order(self, db: sqlite3.Connection, order: Order, reason: str) -> None:
         db.execute(
             f"INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({', '.join('?' * 19)})",
@@ -360,8 +348,9 @@ class Database:
         ttl: float,
     ) -> tuple[Answer, Order | None, Product | None]:
         """Reserve ``quantity`` units of the room's catalog stock and create the order,
-        or refuse; either way the answer is stored under the key, in the same
-        transaction. Returns (answer, the new order or None, the product after)."""
+        or refuse. An acceptance, and a refusal that looked at the stock, are stored
+        as the key's answer in the same transaction. Returns (answer, the new order
+        or None, the product after)."""
 
         def tx(db: sqlite3.Connection) -> tuple[Answer, Order | None, Product | None]:
             found = self.answer_for(room, buyer, key)
@@ -371,16 +360,15 @@ class Database:
                     return idempotency_conflict(sku, key), None, None
                 return answer, None, None
             product = self.product(room, sku)
-            answer: Answer
             if product is None:
-                answer = rejected(sku, "not_found", key, f"no product {sku!r} in this room")
-            elif product.stock == 0:
-                answer = rejected(sku, "sold_out", key, "sold out", available=0)
-            elif product.stock < quantity:
-                answer = rejected(
-                    sku, "insufficient_stock", key, f"only {product.stock} left", available=product.stock
-                )
-            if product is None or product.stock < quantity:
+                # Not remembered: the product may be added, and a retry then succeed.
+                return rejected(sku, "not_found", key, f"no product {sku!r} in this room"), None, None
+            if product.stock < quantity:
+                if product.stock == 0:
+                    answer = rejected(sku, "sold_out", key, "sold out", available=0)
+                else:
+                    answer = rejected(sku, "insufficient_stock", key, f"only {product.stock} left", available=product.stock)
+                # Remembered: it looked at the stock, so a retry with this key sees the same answer.
                 self._remember(db, room, buyer, key, fp, answer, now)
                 return answer, None, product
             taken = db.execute(

@@ -1,0 +1,1 @@
+"""edge-aftersales: service tickets, first-response tracking and FAQ answers (docs/aftersales.md)."""

@@ -1,0 +1,1 @@
+"""edge-loyalty: points, growth value, tiers and privileges for live commerce (docs/loyalty.md)."""
