@@ -187,10 +187,12 @@ def create_app(
             tick.cancel()
             ctx.router.close_all()
             await ctx.node.stop()
-            await ctx.recorder.close()  # finishes recordings (remux) before the process exits
             # Plugins flush on shutdown: a longer budget than per-message hooks.
             await ctx.plugins.acall("edge_shutdown", edge=ctx.edge, budget_s=SHUTDOWN_BUDGET_SECONDS)
             await ctx.plugins.drain()
+            # Last, as it may take longest: the recordings the closed sessions ended are
+            # remuxed meanwhile; wait for them (bounded; the next start finishes the rest).
+            await ctx.recorder.close()
             log.info("node_stopped")
 
     routes = [

@@ -59,14 +59,14 @@ class ToneAudioTrack(AudioStreamTrack):
         self._t = 0
 
     async def recv(self) -> av.AudioFrame:
-        frame = await super().recv()  # paces at 20 ms and gives pts/time_base
-        n = frame.samples
+        await super().recv()  # only for its 20 ms pacing (it makes 8 kHz silence)
+        n = 960  # 20 ms at 48 kHz
         t = (np.arange(n) + self._t) / 48000.0
-        self._t += n
         samples = (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
         out = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         out.sample_rate = 48000
-        out.pts, out.time_base = frame.pts, fractions.Fraction(1, 48000)
+        out.pts, out.time_base = self._t, fractions.Fraction(1, 48000)
+        self._t += n
         return out
 
 

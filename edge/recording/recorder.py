@@ -92,6 +92,7 @@ class RoomRecording:
         # Writer-thread side (never touched by the event loop).
         self.files: dict[str, RawTrackWriter] = {}
         self.packets_written = 0
+        self.dropped_reported = 0
         self.error: str | None = None
 
     # the tap: called by PublisherSession on the media path -------------------------------
@@ -174,15 +175,18 @@ class RecordingWriter:
             thread.join(timeout=10)
 
     def _run(self) -> None:
-        reported: dict[int, int] = {}
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
             for rec in self._recordings:
-                self._drain(rec)
-                if rec.dropped != reported.get(id(rec), 0):
-                    self._dropped.inc(rec.dropped - reported.get(id(rec), 0))
-                    reported[id(rec)] = rec.dropped
+                try:
+                    self._drain(rec)
+                except Exception:  # keep writing the other recordings
+                    log.exception("recording_writer_failed", room=rec.room, recording=rec.id)
+                dropped = rec.dropped
+                if dropped != rec.dropped_reported:
+                    self._dropped.inc(dropped - rec.dropped_reported)
+                    rec.dropped_reported = dropped
             if self._stop and not any(r.queue for r in self._recordings):
                 return
 
@@ -285,10 +289,13 @@ class Recorder:
         session = kwargs.get("session")
         if session is None or getattr(session, "kind", "") != "whip":
             return
-        if name == "session_started" and self.wants(session.room.name):
-            self._attach(session)
-        elif name == "session_ended" and session.tap is not None:
-            self._detach(session)
+        try:
+            if name == "session_started" and self.wants(session.room.name):
+                self._attach(session)
+            elif name == "session_ended" and session.tap is not None:
+                self._detach(session, "shutdown" if kwargs.get("reason") == "shutdown" else "publisher_left")
+        except Exception:  # a recording problem must never disturb the session itself
+            log.exception("recording_event_failed", event=name, session=getattr(session, "id", None))
 
     def _publishers(self, room: str) -> list["PublisherSession"]:
         return [
@@ -321,7 +328,7 @@ class Recorder:
                 producer.keyframes.request()  # the file starts at a keyframe: get one now
         self._save(rec)
 
-    def _detach(self, session: "PublisherSession") -> None:
+    def _detach(self, session: "PublisherSession", reason: str) -> None:
         rec: RoomRecording = session.tap
         session.tap = None
         rec.sessions.discard(session)
@@ -335,7 +342,7 @@ class Recorder:
 
             rec.command(close)
         if not rec.sessions and self.active.get(rec.room) is rec:
-            self._end(rec, "publisher_left")
+            self._end(rec, reason)
 
     def _end(self, rec: RoomRecording, reason: str) -> None:
         if self.active.get(rec.room) is rec:

@@ -48,7 +48,6 @@ from typing import Any, Iterator
 from ..media.rtp import RtpHeader
 from . import rawfile
 from .depacketize import (
-    DEPACKETIZERS,
     Frame,
     RtpPacket,
     depacketizer,

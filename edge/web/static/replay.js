@@ -195,6 +195,8 @@ function wireVideo() {
   v.addEventListener("seeked", () => { S.seekedTo = v.currentTime; update(); });
   v.addEventListener("loadedmetadata", () => {
     if (Number.isFinite(v.duration) && v.duration > 0) S.duration = v.duration;
+    // On narrow screens the stage takes the video's shape (as on the watch page).
+    if (v.videoWidth && v.videoHeight) $("#stage").style.setProperty("--ar", `${v.videoWidth} / ${v.videoHeight}`);
     update();
     drawTimeline();
     const start = Number(new URL(window.location.href).searchParams.get("t"));
@@ -249,6 +251,18 @@ async function load() {
   ui.video.play().catch(() => { /* autoplay refused: the controls are there */ });
 }
 
+/** Page-specific looks, set through the CSSOM (the CSP allows no inline styles). */
+function style() {
+  // The stage's native controls sit at the bottom: the product card goes to the top right.
+  Object.assign(ui.card.style, { left: "auto", right: "12px", bottom: "auto", top: "12px" });
+  Object.assign(ui.ask.style, {
+    display: "inline-flex", alignItems: "center", justifyContent: "center", minHeight: "40px",
+    padding: "0 16px", borderRadius: "10px", fontWeight: "600", textDecoration: "none", color: "#fff",
+    background: "linear-gradient(135deg, var(--brand), var(--brand-2))",
+  });
+}
+
 token = takeToken("replay", room);
+style();
 wireVideo();
 load().catch((err) => setPhase("error", String(err && err.message ? err.message : err)));
