@@ -32,8 +32,10 @@ if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
   apt_install python3-venv python3-pip
 fi
 
-# Build tools for wheels that may compile from source (and the native plane).
+# Build tools for wheels that may compile from source, and for the native data
+# plane (native/: a C extension on OpenSSL's libcrypto).
 command -v cc >/dev/null 2>&1 || apt_install build-essential
+[ -f /usr/include/openssl/evp.h ] || apt_install libssl-dev
 "$PY" -c 'import sysconfig, os; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null \
   || apt_install python3-dev
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 
-from .rtp import seq_newer
+from .rtp import seq_diff, seq_newer
 
 
 class Forwarder:
@@ -26,6 +26,7 @@ class Forwarder:
         "last_ts",
         "last_wall",
         "started",
+        "floor_seq",
     )
 
     def __init__(self, *, video: bool, clock_rate: int) -> None:
@@ -38,6 +39,11 @@ class Forwarder:
         self.last_ts = 0
         self.last_wall = 0.0
         self.started = False
+        # Outgoing seq of the packet the current source started with. A late
+        # packet from before it (reordered, or retransmitted upstream) would map
+        # onto sequence numbers already sent for the previous source: re-using
+        # them would re-encrypt under an SRTP nonce already used. Dropped.
+        self.floor_seq = 0
 
     @property
     def waiting_for_keyframe(self) -> bool:
@@ -56,6 +62,8 @@ class Forwarder:
                 return None
             self._rebase(seq, ts, now)
         out_seq = (seq + self.seq_offset) & 0xFFFF
+        if seq_diff(out_seq, self.floor_seq) < 0:
+            return None
         out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
         if seq_newer(out_seq, self.last_seq):  # type: ignore[arg-type]
             self.last_seq = out_seq
@@ -73,4 +81,5 @@ class Forwarder:
             self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
             elapsed = max(1, int((now - self.last_wall) * self.clock_rate))
             self.ts_offset = (self.last_ts + elapsed - ts) & 0xFFFFFFFF
+        self.floor_seq = (seq + self.seq_offset) & 0xFFFF
         self.started = True

@@ -167,6 +167,7 @@ def native_consumer_for(consumer: "Consumer") -> Any:
     native.last_ts = current.last_ts
     native.last_wall = current.last_wall
     native.started = current.started
+    native.floor_seq = current.floor_seq
     view = NativeRetransmitView(native)
     slot.forwarder = native  # type: ignore[assignment]
     slot.retransmit = view  # type: ignore[assignment]
@@ -192,8 +193,17 @@ class NativeDataPlane:
         return group[1]
 
     def _rebuild(self, producer: "Producer") -> tuple[list[Any], Any]:
-        for old in [p for p in self._groups if getattr(p, "closed", False)]:
-            del self._groups[old]
+        # Give back the sockets (our dup()s) of consumers that left with their
+        # transport, now rather than when the cyclic GC frees the slot.
+        stale = [p for p in self._groups if getattr(p, "closed", False)]
+        gone = [c for p in stale for c in self._groups.pop(p)[0]]
+        previous = self._groups.get(producer)
+        if previous is not None:
+            gone += [c for c in previous[0] if c not in producer.consumers]
+        for consumer in gone:
+            native = consumer.slot.forwarder
+            if isinstance(native, NativeConsumer) and getattr(consumer.transport, "closed", False):
+                native.close()
         entries = []
         for consumer in producer.consumers:
             try:

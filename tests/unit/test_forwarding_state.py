@@ -94,3 +94,17 @@ def test_receive_stats_loss_and_report() -> None:
     assert stats.lost == 5
     block = stats.report_block(1234, now=1.0)
     assert block.packets_lost == 5 and block.fraction_lost == (5 << 8) // 12
+
+
+def test_late_packets_from_before_a_start_are_dropped() -> None:
+    """Sequence numbers already sent are never reused (that would reuse SRTP nonces)."""
+    f = Forwarder(video=True, clock_rate=90000)
+    f.switch("host", 90000)
+    f.map(10, 50, keyframe=True, now=1.0)
+    f.map(11, 3050, keyframe=False, now=1.033)
+    f.switch("cohost", 90000)
+    start, _ = f.map(500, 9000, keyframe=True, now=1.5)
+    # cohost packets reordered from before its keyframe would map onto the host's seqs
+    assert f.map(499, 6000, keyframe=False, now=1.51) is None
+    assert f.map(498, 6000, keyframe=False, now=1.51) is None
+    assert f.map(501, 12000, keyframe=False, now=1.53)[0] == (start + 1) & 0xFFFF

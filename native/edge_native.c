@@ -1,0 +1,1587 @@
+/*
+ * edge.media._native - the native media data plane (CPython C API).
+ *
+ * Three types:
+ *
+ *   SrtpContext(profile, key, window_size=1024)
+ *       An outbound SRTP session (any SSRC), like pylibsrtp's
+ *       Session(Policy(key, SSRC_ANY_OUTBOUND, profile)) with allow_repeat_tx:
+ *       .protect(packet) -> bytes gives the same bytes. For tests and tools.
+ *
+ *   NativeConsumer(...)
+ *       One consumer slot's egress state: the Forwarder (same algorithm and
+ *       attributes as edge/media/forwarder.py, so it *is* the slot's
+ *       forwarder once the native plane takes the slot over), the SRTP context
+ *       of the slot's SSRC, the retransmit ring of protected packets (by
+ *       outgoing sequence number) and a dup() of the transport's UDP socket
+ *       with the remote address. .retransmit(seqs) re-sends from the ring with
+ *       one sendmmsg, GIL released.
+ *
+ *   Fanout(entries)
+ *       The consumers of one producer: a list of (NativeConsumer, Consumer,
+ *       transport, pt_map). .forward(...) does one ingress packet for all of
+ *       them: Forwarder mapping, PT map, extension block, header rewrite, SRTP
+ *       protect, ring store, sendmmsg batches, the per-packet part with the GIL
+ *       released. Then it adds to each Consumer's `packets`/`bytes`.
+ *
+ * Locking: every NativeConsumer has a mutex guarding its C state. The GIL is
+ * never waited for while such a mutex is held, and no Python code runs while
+ * one is held, so the two cannot deadlock.
+ */
+#define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
+#include <Python.h>
+#include <structmember.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "srtp_tx.h"
+#include <openssl/crypto.h>
+
+#define CHUNK 64          /* packets per sendmmsg batch in a fan-out */
+#define MAX_EXT_BLOCK 780 /* 4 + 3 * (2 + 255), padded */
+
+static PyObject *SrtpError;
+static PyObject *random_module;
+static PyObject *str_closed, *str_packets, *str_bytes, *str_getrandbits;
+
+/* ====================================================================== helpers */
+
+static int get_u64(PyObject *o, uint64_t *out, uint64_t max, const char *what)
+{
+    unsigned long long v;
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int", what);
+        return -1;
+    }
+    v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (v > max) {
+        PyErr_Format(PyExc_ValueError, "%s is out of range", what);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int get_i64(PyObject *o, int64_t *out, const char *what)
+{
+    long long v;
+    if (o == NULL) {
+        PyErr_Format(PyExc_AttributeError, "cannot delete %s", what);
+        return -1;
+    }
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int", what);
+        return -1;
+    }
+    v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static inline int seq_newer(uint64_t a, uint64_t b)
+{
+    uint64_t d = (a - b) & 0xFFFF;
+    return d > 0 && d < 0x8000;
+}
+
+/* One extension element of the block a consumer sends. */
+typedef struct {
+    int id;
+    const uint8_t *value;
+    unsigned len;
+} ext_el;
+
+/* serialize_extensions() of edge/media/rtp.py: the one-byte form when every
+ * element fits it, else the two-byte form; -1 when an element fits neither. */
+static int serialize_ext(const ext_el *els, int n, uint8_t *out)
+{
+    int i, one_byte = 1;
+    size_t pos = 4, words;
+    if (n == 0)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (!(els[i].id > 0 && els[i].id < 15 && els[i].len > 0 && els[i].len <= 16))
+            one_byte = 0;
+    for (i = 0; i < n; i++) {
+        if (one_byte) {
+            out[pos++] = (uint8_t)((els[i].id << 4) | (els[i].len - 1));
+        } else {
+            if (els[i].id <= 0 || els[i].id > 255 || els[i].len > 255)
+                return -1;
+            out[pos++] = (uint8_t)els[i].id;
+            out[pos++] = (uint8_t)els[i].len;
+        }
+        memcpy(out + pos, els[i].value, els[i].len);
+        pos += els[i].len;
+    }
+    while (pos % 4)
+        out[pos++] = 0;
+    words = pos / 4 - 1;
+    out[0] = one_byte ? 0xBE : 0x10;
+    out[1] = one_byte ? 0xDE : 0x00;
+    out[2] = (uint8_t)(words >> 8);
+    out[3] = (uint8_t)words;
+    return (int)pos;
+}
+
+/* Insert like a Python dict: an id already present keeps its place, new value. */
+static int ext_put(ext_el *els, int n, int id, const uint8_t *value, unsigned len)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        if (els[i].id == id) {
+            els[i].value = value;
+            els[i].len = len;
+            return n;
+        }
+    els[n].id = id;
+    els[n].value = value;
+    els[n].len = len;
+    return n + 1;
+}
+
+/* ====================================================================== SrtpContext */
+
+typedef struct {
+    uint32_t ssrc;
+    en_srtp_tx tx;
+} srtp_stream;
+
+typedef struct {
+    PyObject_HEAD
+    int profile;
+    uint8_t master[64];
+    size_t master_len;
+    unsigned window;
+    srtp_stream *streams;
+    Py_ssize_t nstreams;
+    uint8_t buf[1500];
+} SrtpContextObject;
+
+static int SrtpContext_init(SrtpContextObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"profile", "key", "window_size", NULL};
+    int profile;
+    unsigned window = 1024, key_len, salt_len;
+    Py_buffer key;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iy*|I", kwlist, &profile, &key, &window))
+        return -1;
+    if (!en_srtp_master_lengths(profile, &key_len, &salt_len)) {
+        PyBuffer_Release(&key);
+        PyErr_Format(PyExc_ValueError, "unsupported SRTP profile %d", profile);
+        return -1;
+    }
+    if ((size_t)key.len < key_len + salt_len || key.len > 64 || window == 0 || window > 32768) {
+        PyBuffer_Release(&key);
+        PyErr_Format(PyExc_ValueError, "key must contain at least %u bytes", key_len + salt_len);
+        return -1;
+    }
+    memcpy(self->master, key.buf, (size_t)key.len);
+    self->master_len = (size_t)key.len;
+    PyBuffer_Release(&key);
+    self->profile = profile;
+    self->window = window;
+    return 0;
+}
+
+static void SrtpContext_dealloc(SrtpContextObject *self)
+{
+    Py_ssize_t i;
+    for (i = 0; i < self->nstreams; i++)
+        en_srtp_tx_free(&self->streams[i].tx);
+    PyMem_Free(self->streams);
+    memset(self->master, 0, sizeof self->master);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *SrtpContext_protect(SrtpContextObject *self, PyObject *packet)
+{
+    Py_ssize_t len, i;
+    uint32_t ssrc;
+    srtp_stream *stream = NULL;
+    int out;
+    /* The same input checks (and limit) as pylibsrtp's Session.protect. */
+    if (!PyBytes_Check(packet)) {
+        PyErr_SetString(PyExc_TypeError, "packet must be bytes");
+        return NULL;
+    }
+    len = PyBytes_GET_SIZE(packet);
+    if (len > 1500 - (16 + 128)) {
+        PyErr_SetString(PyExc_ValueError, "packet is too long");
+        return NULL;
+    }
+    memcpy(self->buf, PyBytes_AS_STRING(packet), (size_t)len);
+    if (len < 12) {
+        PyErr_SetString(SrtpError, en_srtp_error_message(EN_SRTP_ERR_BAD_PARAM));
+        return NULL;
+    }
+    ssrc = ((uint32_t)self->buf[8] << 24) | ((uint32_t)self->buf[9] << 16) |
+           ((uint32_t)self->buf[10] << 8) | self->buf[11];
+    for (i = 0; i < self->nstreams; i++)
+        if (self->streams[i].ssrc == ssrc) {
+            stream = &self->streams[i];
+            break;
+        }
+    if (stream == NULL) {
+        srtp_stream *grown = PyMem_Realloc(self->streams, sizeof(srtp_stream) * (size_t)(self->nstreams + 1));
+        if (grown == NULL)
+            return PyErr_NoMemory();
+        self->streams = grown;
+        stream = &self->streams[self->nstreams];
+        if (!en_srtp_tx_init(&stream->tx, self->profile, self->master, self->master_len, self->window)) {
+            PyErr_SetString(SrtpError, "couldn't initialize");
+            return NULL;
+        }
+        stream->ssrc = ssrc;
+        self->nstreams++;
+    }
+    out = en_srtp_protect(&stream->tx, self->buf, (size_t)len);
+    if (out < 0) {
+        PyErr_SetString(SrtpError, en_srtp_error_message(-out));
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)self->buf, out);
+}
+
+static PyMethodDef SrtpContext_methods[] = {
+    {"protect", (PyCFunction)SrtpContext_protect, METH_O,
+     "protect(packet) -> bytes: SRTP-protect one RTP packet (pylibsrtp Session.protect)."},
+    {NULL}};
+
+static PyTypeObject SrtpContextType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "edge.media._native.SrtpContext",
+    .tp_basicsize = sizeof(SrtpContextObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "SrtpContext(profile, key, window_size=1024): outbound SRTP, any SSRC.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SrtpContext_init,
+    .tp_dealloc = (destructor)SrtpContext_dealloc,
+    .tp_methods = SrtpContext_methods,
+};
+
+/* ====================================================================== NativeConsumer */
+
+typedef struct {
+    int64_t seq; /* -1: empty */
+    uint32_t len;
+    uint32_t cap;
+    uint8_t *buf;
+} ring_entry;
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock;
+    /* --- the Forwarder (edge/media/forwarder.py) */
+    int video;
+    int64_t clock_rate;
+    PyObject *source;
+    int64_t seq_offset;
+    int64_t ts_offset;
+    int has_last_seq;
+    int64_t last_seq;
+    int64_t last_ts;
+    double last_wall;
+    int started;
+    int64_t floor_seq; /* Forwarder.floor_seq: outgoing seq the current source started at */
+    int has_origin; /* random origins drawn from Python's `random` for the next start */
+    uint32_t origin_seq, origin_ts;
+    /* --- egress */
+    uint32_t ssrc;
+    int mid_id, ast_id, level_id;
+    uint8_t mid[255];
+    unsigned mid_len;
+    en_srtp_tx srtp;
+    int srtp_ready;
+    int fd;       /* our dup() of the transport's socket, -1 once closed */
+    int inflight; /* fan-outs sending on fd right now (atomic) */
+    int closing;  /* close() asked for: the last sender closes fd (atomic) */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    /* --- the retransmit ring: protected packets by outgoing sequence number */
+    uint32_t ring_mask;
+    ring_entry *ring;
+    /* --- counters */
+    unsigned long long packets, bytes, send_errors, eagain, protect_errors, retransmitted;
+} NativeConsumerObject;
+
+static PyTypeObject NativeConsumerType;
+
+static void nc_release_fd(NativeConsumerObject *nc)
+{
+    if (__atomic_sub_fetch(&nc->inflight, 1, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&nc->closing, __ATOMIC_SEQ_CST)) {
+        int fd = __atomic_exchange_n(&nc->fd, -1, __ATOMIC_SEQ_CST);
+        if (fd >= 0)
+            close(fd);
+    }
+}
+
+/* Stop sending; the fd closes now or when the last sender is done with it. */
+static void nc_close_fd(NativeConsumerObject *nc)
+{
+    pthread_mutex_lock(&nc->lock);
+    __atomic_store_n(&nc->closing, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&nc->inflight, __ATOMIC_SEQ_CST) == 0) {
+        int fd = __atomic_exchange_n(&nc->fd, -1, __ATOMIC_SEQ_CST);
+        if (fd >= 0)
+            close(fd);
+    }
+    pthread_mutex_unlock(&nc->lock);
+}
+
+/* Parse an address as socket.getaddrinfo gives it: (host, port[, flowinfo, scope_id]). */
+static int parse_address(PyObject *address, struct sockaddr_storage *ss, socklen_t *len)
+{
+    const char *host;
+    int port;
+    unsigned int flowinfo = 0, scope_id = 0;
+    char buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 2], *pct;
+    if (!PyTuple_Check(address) ||
+        !PyArg_ParseTuple(address, "si|II", &host, &port, &flowinfo, &scope_id)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "address must be (host, port[, flowinfo, scope_id])");
+        return -1;
+    }
+    if (port < 0 || port > 65535) {
+        PyErr_SetString(PyExc_ValueError, "port is out of range");
+        return -1;
+    }
+    memset(ss, 0, sizeof *ss);
+    {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+        if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons((uint16_t)port);
+            *len = sizeof *sin;
+            return 0;
+        }
+    }
+    {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+        snprintf(buf, sizeof buf, "%s", host);
+        pct = strchr(buf, '%');
+        if (pct != NULL) {
+            *pct = 0;
+            if (scope_id == 0)
+                scope_id = if_nametoindex(pct + 1);
+        }
+        if (inet_pton(AF_INET6, buf, &sin6->sin6_addr) == 1) {
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons((uint16_t)port);
+            sin6->sin6_flowinfo = htonl(flowinfo);
+            sin6->sin6_scope_id = scope_id;
+            *len = sizeof *sin6;
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "not a numeric IP address: %s", host);
+    return -1;
+}
+
+static int NativeConsumer_init(NativeConsumerObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ssrc",  "profile", "key",      "fd",       "address",
+                             "video", "clock_rate", "ring_size", "mid",   "mid_id",
+                             "abs_send_time_id", "audio_level_id", "window_size", NULL};
+    unsigned long long ssrc;
+    int profile, fd, video, mid_id = 0, ast_id = 0, level_id = 0;
+    long long clock_rate;
+    unsigned ring_size = 1024, window = 1024;
+    Py_buffer key, mid = {0};
+    PyObject *address;
+    int dupfd;
+
+    if (self->ring != NULL || self->srtp_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "NativeConsumer is already initialized");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Kiy*iOpLI|y*iiiI", kwlist, &ssrc, &profile, &key,
+                                     &fd, &address, &video, &clock_rate, &ring_size, &mid, &mid_id,
+                                     &ast_id, &level_id, &window))
+        return -1;
+    if (ssrc > 0xFFFFFFFFull || ring_size == 0 || (ring_size & (ring_size - 1)) ||
+        ring_size > (1u << 16) || mid.len > 255 || mid_id < 0 || mid_id > 255 || ast_id < 0 ||
+        ast_id > 255 || level_id < 0 || level_id > 255) {
+        PyErr_SetString(PyExc_ValueError,
+                        "bad ssrc, ring_size (a power of two <= 65536), mid or extension id");
+        goto fail;
+    }
+    if (parse_address(address, &self->addr, &self->addrlen) < 0)
+        goto fail;
+    if (!en_srtp_tx_init(&self->srtp, profile, key.buf, (size_t)key.len, window)) {
+        PyErr_Format(PyExc_ValueError, "cannot key SRTP profile %d with %zd key bytes", profile,
+                     key.len);
+        goto fail;
+    }
+    self->srtp_ready = 1;
+    self->ring = PyMem_RawCalloc(ring_size, sizeof(ring_entry));
+    if (self->ring == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (unsigned i = 0; i < ring_size; i++)
+        self->ring[i].seq = -1;
+    self->ring_mask = ring_size - 1;
+    dupfd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (fd >= 0 && dupfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto fail;
+    }
+    self->fd = dupfd;
+    self->ssrc = (uint32_t)ssrc;
+    self->video = video;
+    self->clock_rate = clock_rate;
+    self->mid_id = mid_id;
+    self->ast_id = ast_id;
+    self->level_id = level_id;
+    if (mid.buf != NULL) {
+        memcpy(self->mid, mid.buf, (size_t)mid.len);
+        self->mid_len = (unsigned)mid.len;
+    }
+    PyBuffer_Release(&key);
+    if (mid.buf != NULL)
+        PyBuffer_Release(&mid);
+    return 0;
+
+fail:
+    PyBuffer_Release(&key);
+    if (mid.buf != NULL)
+        PyBuffer_Release(&mid);
+    return -1;
+}
+
+static PyObject *NativeConsumer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    NativeConsumerObject *self = (NativeConsumerObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    pthread_mutex_init(&self->lock, NULL);
+    self->fd = -1;
+    self->source = Py_None;
+    Py_INCREF(Py_None);
+    return (PyObject *)self;
+}
+
+static int NativeConsumer_traverse(NativeConsumerObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->source);
+    return 0;
+}
+
+static int NativeConsumer_clear(NativeConsumerObject *self)
+{
+    Py_CLEAR(self->source);
+    return 0;
+}
+
+static void NativeConsumer_dealloc(NativeConsumerObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    NativeConsumer_clear(self);
+    if (self->fd >= 0)
+        close(self->fd);
+    if (self->srtp_ready)
+        en_srtp_tx_free(&self->srtp);
+    if (self->ring != NULL) {
+        for (uint32_t i = 0; i <= self->ring_mask; i++)
+            PyMem_RawFree(self->ring[i].buf);
+        PyMem_RawFree(self->ring);
+    }
+    pthread_mutex_destroy(&self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Forwarder.map (edge/media/forwarder.py), caller holds the lock. Returns 0 to
+ * skip the packet. A first start uses the origins drawn in advance from Python's
+ * `random` (see draw_origin), exactly as Forwarder._rebase draws them. */
+static int fwd_map(NativeConsumerObject *nc, uint64_t seq, uint64_t ts, int keyframe, double now,
+                   uint64_t *out_seq, uint64_t *out_ts)
+{
+    uint64_t s, t;
+    if (!nc->started) {
+        if (nc->video && !keyframe)
+            return 0;
+        if (!nc->has_last_seq) {
+            uint32_t r15, r32;
+            if (nc->has_origin) {
+                r15 = nc->origin_seq;
+                r32 = nc->origin_ts;
+                nc->has_origin = 0;
+            } else { /* only if another thread raced us to the drawn origin */
+                uint32_t r[2] = {0, 0};
+                if (getrandom(r, sizeof r, GRND_NONBLOCK) != sizeof r) {
+                    r[0] = (uint32_t)(uintptr_t)nc ^ (uint32_t)seq;
+                    r[1] = (uint32_t)(now * 1e6);
+                }
+                r15 = r[0] & 0x7FFF;
+                r32 = r[1];
+            }
+            nc->seq_offset = (int64_t)(((uint64_t)r15 - seq) & 0xFFFF);
+            nc->ts_offset = (int64_t)(((uint64_t)r32 - ts) & 0xFFFFFFFF);
+            nc->last_seq = (int64_t)((seq + (uint64_t)nc->seq_offset - 1) & 0xFFFF);
+            nc->has_last_seq = 1;
+        } else {
+            double d = (now - nc->last_wall) * (double)nc->clock_rate;
+            uint64_t elapsed;
+            /* max(1, int(d)), reduced mod 2**32 (all that the offset keeps) */
+            if (!(d >= 1.0))
+                elapsed = 1;
+            else if (d < 9.0e18)
+                elapsed = (uint64_t)(int64_t)d;
+            else
+                elapsed = (uint64_t)fmod(trunc(d), 4294967296.0);
+            nc->seq_offset = (int64_t)(((uint64_t)nc->last_seq + 1 - seq) & 0xFFFF);
+            nc->ts_offset = (int64_t)(((uint64_t)nc->last_ts + elapsed - ts) & 0xFFFFFFFF);
+        }
+        nc->floor_seq = (int64_t)((seq + (uint64_t)nc->seq_offset) & 0xFFFF);
+        nc->started = 1;
+    }
+    s = (seq + (uint64_t)nc->seq_offset) & 0xFFFF;
+    /* before the current source's start: would reuse sent seqs (and SRTP nonces) */
+    if (((s - (uint64_t)nc->floor_seq) & 0xFFFF) >= 0x8000)
+        return 0;
+    t = (ts + (uint64_t)nc->ts_offset) & 0xFFFFFFFF;
+    if (!nc->has_last_seq || seq_newer(s, (uint64_t)nc->last_seq)) {
+        nc->last_seq = (int64_t)s;
+        nc->has_last_seq = 1;
+        nc->last_ts = (int64_t)t;
+        nc->last_wall = now;
+    }
+    *out_seq = s;
+    *out_ts = t;
+    return 1;
+}
+
+/* With the GIL: if the next packet would start the stream from nothing, draw
+ * random.getrandbits(15) and random.getrandbits(32) now, in the order the
+ * Python Forwarder would. Never called with the lock held. */
+static int draw_origin(NativeConsumerObject *nc, int keyframe)
+{
+    int need;
+    PyObject *fn, *a = NULL, *b = NULL;
+    unsigned long r15, r32;
+    pthread_mutex_lock(&nc->lock);
+    need = !nc->started && !nc->has_last_seq && (!nc->video || keyframe) && !nc->has_origin;
+    pthread_mutex_unlock(&nc->lock);
+    if (!need)
+        return 0;
+    fn = PyObject_GetAttr(random_module, str_getrandbits);
+    if (fn == NULL)
+        return -1;
+    a = PyObject_CallFunction(fn, "i", 15);
+    if (a != NULL)
+        b = PyObject_CallFunction(fn, "i", 32);
+    Py_DECREF(fn);
+    if (b == NULL) {
+        Py_XDECREF(a);
+        return -1;
+    }
+    r15 = PyLong_AsUnsignedLongMask(a);
+    r32 = PyLong_AsUnsignedLongMask(b);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    if (PyErr_Occurred())
+        return -1;
+    pthread_mutex_lock(&nc->lock);
+    if (!nc->has_origin) {
+        nc->origin_seq = (uint32_t)(r15 & 0x7FFF);
+        nc->origin_ts = (uint32_t)r32;
+        nc->has_origin = 1;
+    }
+    pthread_mutex_unlock(&nc->lock);
+    return 0;
+}
+
+/* Store a protected packet in the ring (lock held, GIL not needed). */
+static void ring_store(NativeConsumerObject *nc, int64_t seq, const uint8_t *data, uint32_t len)
+{
+    ring_entry *e = &nc->ring[(uint64_t)seq & nc->ring_mask];
+    if (e->cap < len) {
+        uint32_t cap = (len + 63u) & ~63u;
+        uint8_t *grown = PyMem_RawRealloc(e->buf, cap);
+        if (grown == NULL) {
+            e->seq = -1;
+            return;
+        }
+        e->buf = grown;
+        e->cap = cap;
+    }
+    memcpy(e->buf, data, len);
+    e->len = len;
+    e->seq = seq;
+}
+
+/* sendmmsg msgs[0:n] on fd; returns how many went out, counts the rest. */
+static int send_batch(int fd, struct mmsghdr *msgs, int n, unsigned long long *eagain,
+                      unsigned long long *errors)
+{
+    int i = 0, sent = 0;
+    while (i < n) {
+        int r = sendmmsg(fd, msgs + i, (unsigned)(n - i), MSG_DONTWAIT);
+        if (r > 0) {
+            i += r;
+            sent += r;
+        } else if (r < 0 && errno == EINTR) {
+            continue;
+        } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+            *eagain += (unsigned long long)(n - i); /* asyncio would queue; we drop (NACK repairs) */
+            break;
+        } else {
+            (*errors)++; /* skip the datagram the kernel refused */
+            i++;
+        }
+    }
+    return sent;
+}
+
+/* --- Python-level Forwarder interface ----------------------------------------- */
+
+static PyObject *NativeConsumer_switch(NativeConsumerObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"source", "clock_rate", NULL};
+    PyObject *source, *rate, *old;
+    int64_t clock_rate;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO", kwlist, &source, &rate))
+        return NULL;
+    if (get_i64(rate, &clock_rate, "clock_rate") < 0)
+        return NULL;
+    old = self->source;
+    Py_INCREF(source);
+    self->source = source;
+    Py_XDECREF(old);
+    pthread_mutex_lock(&self->lock);
+    self->clock_rate = clock_rate;
+    self->started = 0;
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *NativeConsumer_map(NativeConsumerObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"seq", "ts", "keyframe", "now", NULL};
+    PyObject *seq_o, *ts_o;
+    int keyframe, ok;
+    double now;
+    uint64_t seq, ts, out_seq, out_ts;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOpd", kwlist, &seq_o, &ts_o, &keyframe, &now))
+        return NULL;
+    if (get_u64(seq_o, &seq, 0xFFFF, "seq") < 0 || get_u64(ts_o, &ts, 0xFFFFFFFF, "ts") < 0)
+        return NULL;
+    if (draw_origin(self, keyframe) < 0)
+        return NULL;
+    pthread_mutex_lock(&self->lock);
+    ok = fwd_map(self, seq, ts, keyframe, now, &out_seq, &out_ts);
+    pthread_mutex_unlock(&self->lock);
+    if (!ok)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(KK)", (unsigned long long)out_seq, (unsigned long long)out_ts);
+}
+
+static PyObject *NativeConsumer_ring_get(NativeConsumerObject *self, PyObject *arg)
+{
+    long long seq = PyLong_AsLongLong(arg);
+    PyObject *out = NULL;
+    ring_entry *e;
+    if (seq == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE; /* not a sequence number we stored */
+    }
+    pthread_mutex_lock(&self->lock);
+    e = &self->ring[(uint64_t)seq & self->ring_mask];
+    if (seq >= 0 && e->seq == seq)
+        out = PyBytes_FromStringAndSize((const char *)e->buf, e->len);
+    pthread_mutex_unlock(&self->lock);
+    if (out == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return out;
+}
+
+static PyObject *NativeConsumer_ring_put(NativeConsumerObject *self, PyObject *args)
+{
+    long long seq;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "Ly*", &seq, &data))
+        return NULL;
+    if (seq < 0 || data.len > 0xFFFF) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "bad sequence number or packet");
+        return NULL;
+    }
+    pthread_mutex_lock(&self->lock);
+    ring_store(self, seq, data.buf, (uint32_t)data.len);
+    pthread_mutex_unlock(&self->lock);
+    PyBuffer_Release(&data);
+    Py_RETURN_NONE;
+}
+
+/* retransmit(seqs, send=True) -> int: resend NACKed packets from the ring. */
+static PyObject *NativeConsumer_retransmit(NativeConsumerObject *self, PyObject *args)
+{
+    PyObject *seqs, *fast;
+    int send = 1, served = 0;
+    Py_ssize_t n, i;
+    int64_t *wanted;
+    struct mmsghdr *msgs;
+    struct iovec *iov;
+    unsigned long long eagain = 0, errors = 0;
+    if (!PyArg_ParseTuple(args, "O|p", &seqs, &send))
+        return NULL;
+    fast = PySequence_Fast(seqs, "seqs must be a sequence of ints");
+    if (fast == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(fast);
+    if (n == 0) {
+        Py_DECREF(fast);
+        return PyLong_FromLong(0);
+    }
+    wanted = PyMem_Malloc(sizeof(int64_t) * (size_t)n);
+    msgs = PyMem_Calloc((size_t)n, sizeof(struct mmsghdr));
+    iov = PyMem_Malloc(sizeof(struct iovec) * (size_t)n);
+    if (wanted == NULL || msgs == NULL || iov == NULL) {
+        PyMem_Free(wanted);
+        PyMem_Free(msgs);
+        PyMem_Free(iov);
+        Py_DECREF(fast);
+        return PyErr_NoMemory();
+    }
+    for (i = 0; i < n; i++) {
+        long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            v = -1;
+        }
+        wanted[i] = v;
+    }
+    Py_DECREF(fast);
+
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    for (i = 0; i < n; i++) {
+        ring_entry *e;
+        if (wanted[i] < 0)
+            continue;
+        e = &self->ring[(uint64_t)wanted[i] & self->ring_mask];
+        if (e->seq != wanted[i])
+            continue;
+        iov[served].iov_base = e->buf;
+        iov[served].iov_len = e->len;
+        msgs[served].msg_hdr.msg_iov = &iov[served];
+        msgs[served].msg_hdr.msg_iovlen = 1;
+        msgs[served].msg_hdr.msg_name = &self->addr;
+        msgs[served].msg_hdr.msg_namelen = self->addrlen;
+        served++;
+    }
+    /* The ring entries stay put while we hold the lock: send from them directly. */
+    if (send && served && self->fd >= 0 && !__atomic_load_n(&self->closing, __ATOMIC_SEQ_CST)) {
+        int off = 0;
+        while (off < served) {
+            int batch = served - off > 1024 ? 1024 : served - off;
+            send_batch(self->fd, msgs + off, batch, &eagain, &errors);
+            off += batch;
+        }
+    }
+    self->retransmitted += (unsigned long long)served;
+    self->eagain += eagain;
+    self->send_errors += errors;
+    pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
+
+    PyMem_Free(wanted);
+    PyMem_Free(msgs);
+    PyMem_Free(iov);
+    return PyLong_FromLong(served);
+}
+
+static PyObject *NativeConsumer_close(NativeConsumerObject *self, PyObject *unused)
+{
+    nc_close_fd(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef NativeConsumer_methods[] = {
+    {"switch", (PyCFunction)(void (*)(void))NativeConsumer_switch, METH_VARARGS | METH_KEYWORDS,
+     "switch(source, clock_rate): take packets from another source from its next keyframe on."},
+    {"map", (PyCFunction)(void (*)(void))NativeConsumer_map, METH_VARARGS | METH_KEYWORDS,
+     "map(seq, ts, keyframe, now) -> (seq, ts) | None: Forwarder.map."},
+    {"ring_get", (PyCFunction)NativeConsumer_ring_get, METH_O,
+     "ring_get(seq) -> bytes | None: the protected packet sent with this sequence number."},
+    {"ring_put", (PyCFunction)NativeConsumer_ring_put, METH_VARARGS,
+     "ring_put(seq, packet): store a protected packet."},
+    {"retransmit", (PyCFunction)NativeConsumer_retransmit, METH_VARARGS,
+     "retransmit(seqs, send=True) -> int: re-send these sequence numbers from the ring."},
+    {"close", (PyCFunction)NativeConsumer_close, METH_NOARGS,
+     "close(): stop sending and close our duplicate of the socket."},
+    {NULL}};
+
+/* --- attributes ---------------------------------------------------------------- */
+
+#define NC_INT64_FIELD(name)                                                                     \
+    static PyObject *nc_get_##name(NativeConsumerObject *self, void *c)                          \
+    {                                                                                            \
+        int64_t v;                                                                               \
+        pthread_mutex_lock(&self->lock);                                                         \
+        v = self->name;                                                                          \
+        pthread_mutex_unlock(&self->lock);                                                       \
+        return PyLong_FromLongLong(v);                                                           \
+    }                                                                                            \
+    static int nc_set_##name(NativeConsumerObject *self, PyObject *value, void *c)               \
+    {                                                                                            \
+        int64_t v;                                                                               \
+        if (get_i64(value, &v, #name) < 0)                                                       \
+            return -1;                                                                           \
+        pthread_mutex_lock(&self->lock);                                                         \
+        self->name = v;                                                                          \
+        pthread_mutex_unlock(&self->lock);                                                       \
+        return 0;                                                                                \
+    }
+
+NC_INT64_FIELD(clock_rate)
+NC_INT64_FIELD(seq_offset)
+NC_INT64_FIELD(floor_seq)
+NC_INT64_FIELD(ts_offset)
+NC_INT64_FIELD(last_ts)
+
+#define NC_BOOL_FIELD(name)                                                                      \
+    static PyObject *nc_get_##name(NativeConsumerObject *self, void *c)                          \
+    {                                                                                            \
+        return PyBool_FromLong(self->name);                                                      \
+    }                                                                                            \
+    static int nc_set_##name(NativeConsumerObject *self, PyObject *value, void *c)               \
+    {                                                                                            \
+        int v;                                                                                   \
+        if (value == NULL) {                                                                     \
+            PyErr_SetString(PyExc_AttributeError, "cannot delete " #name);                       \
+            return -1;                                                                           \
+        }                                                                                        \
+        v = PyObject_IsTrue(value);                                                              \
+        if (v < 0)                                                                               \
+            return -1;                                                                           \
+        pthread_mutex_lock(&self->lock);                                                         \
+        self->name = v;                                                                          \
+        pthread_mutex_unlock(&self->lock);                                                       \
+        return 0;                                                                                \
+    }
+
+NC_BOOL_FIELD(video)
+NC_BOOL_FIELD(started)
+
+static PyObject *nc_get_last_seq(NativeConsumerObject *self, void *c)
+{
+    int has;
+    int64_t v;
+    pthread_mutex_lock(&self->lock);
+    has = self->has_last_seq;
+    v = self->last_seq;
+    pthread_mutex_unlock(&self->lock);
+    if (!has)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(v);
+}
+
+static int nc_set_last_seq(NativeConsumerObject *self, PyObject *value, void *c)
+{
+    int64_t v = 0;
+    int has = value != Py_None;
+    if (has && get_i64(value, &v, "last_seq") < 0)
+        return -1;
+    pthread_mutex_lock(&self->lock);
+    self->has_last_seq = has;
+    self->last_seq = v;
+    pthread_mutex_unlock(&self->lock);
+    return 0;
+}
+
+static PyObject *nc_get_last_wall(NativeConsumerObject *self, void *c)
+{
+    double v;
+    pthread_mutex_lock(&self->lock);
+    v = self->last_wall;
+    pthread_mutex_unlock(&self->lock);
+    return PyFloat_FromDouble(v);
+}
+
+static int nc_set_last_wall(NativeConsumerObject *self, PyObject *value, void *c)
+{
+    double v;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete last_wall");
+        return -1;
+    }
+    v = PyFloat_AsDouble(value);
+    if (v == -1.0 && PyErr_Occurred())
+        return -1;
+    pthread_mutex_lock(&self->lock);
+    self->last_wall = v;
+    pthread_mutex_unlock(&self->lock);
+    return 0;
+}
+
+static PyObject *nc_get_source(NativeConsumerObject *self, void *c)
+{
+    Py_INCREF(self->source);
+    return self->source;
+}
+
+static int nc_set_source(NativeConsumerObject *self, PyObject *value, void *c)
+{
+    PyObject *old = self->source;
+    if (value == NULL)
+        value = Py_None;
+    Py_INCREF(value);
+    self->source = value;
+    Py_XDECREF(old);
+    return 0;
+}
+
+static PyObject *nc_get_waiting(NativeConsumerObject *self, void *c)
+{
+    return PyBool_FromLong(self->video && !self->started);
+}
+
+#define NC_COUNTER(name)                                                                         \
+    static PyObject *nc_get_##name(NativeConsumerObject *self, void *c)                          \
+    {                                                                                            \
+        unsigned long long v;                                                                    \
+        pthread_mutex_lock(&self->lock);                                                         \
+        v = self->name;                                                                          \
+        pthread_mutex_unlock(&self->lock);                                                       \
+        return PyLong_FromUnsignedLongLong(v);                                                   \
+    }
+
+NC_COUNTER(packets)
+NC_COUNTER(bytes)
+NC_COUNTER(send_errors)
+NC_COUNTER(eagain)
+NC_COUNTER(protect_errors)
+NC_COUNTER(retransmitted)
+
+static PyObject *nc_get_ssrc(NativeConsumerObject *self, void *c)
+{
+    return PyLong_FromUnsignedLong(self->ssrc);
+}
+
+static PyObject *nc_get_ring_size(NativeConsumerObject *self, void *c)
+{
+    return PyLong_FromUnsignedLong((unsigned long)self->ring_mask + 1);
+}
+
+static PyObject *nc_get_profile(NativeConsumerObject *self, void *c)
+{
+    return PyLong_FromLong(self->srtp.profile);
+}
+
+static PyObject *nc_get_sending(NativeConsumerObject *self, void *c)
+{
+    return PyBool_FromLong(__atomic_load_n(&self->fd, __ATOMIC_SEQ_CST) >= 0 &&
+                           !__atomic_load_n(&self->closing, __ATOMIC_SEQ_CST));
+}
+
+#define RW(name, doc) {#name, (getter)nc_get_##name, (setter)nc_set_##name, doc, NULL}
+#define RO(name, doc) {#name, (getter)nc_get_##name, NULL, doc, NULL}
+
+static PyGetSetDef NativeConsumer_getset[] = {
+    RW(video, "Forwarder.video"),
+    RW(clock_rate, "Forwarder.clock_rate"),
+    RW(source, "Forwarder.source: what feeds the slot (set by switch())"),
+    RW(seq_offset, "Forwarder.seq_offset"),
+    RW(ts_offset, "Forwarder.ts_offset"),
+    RW(last_seq, "Forwarder.last_seq (None before the first packet)"),
+    RW(last_ts, "Forwarder.last_ts"),
+    RW(last_wall, "Forwarder.last_wall"),
+    RW(started, "Forwarder.started"),
+    RW(floor_seq, "Forwarder.floor_seq"),
+    {"waiting_for_keyframe", (getter)nc_get_waiting, NULL, "Forwarder.waiting_for_keyframe", NULL},
+    RO(ssrc, "outgoing SSRC"),
+    RO(ring_size, "retransmit ring entries"),
+    RO(profile, "SRTP profile (libsrtp number)"),
+    RO(sending, "whether the socket is still open"),
+    RO(packets, "packets protected and stored"),
+    RO(bytes, "clear RTP bytes of those packets"),
+    RO(send_errors, "datagrams the kernel refused"),
+    RO(eagain, "datagrams dropped because the socket buffer was full"),
+    RO(protect_errors, "packets SRTP refused (index older than the replay window)"),
+    RO(retransmitted, "packets served from the ring"),
+    {NULL}};
+
+static PyTypeObject NativeConsumerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "edge.media._native.NativeConsumer",
+    .tp_basicsize = sizeof(NativeConsumerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One consumer slot's native egress state: Forwarder, SRTP, ring, socket.",
+    .tp_new = NativeConsumer_new,
+    .tp_init = (initproc)NativeConsumer_init,
+    .tp_dealloc = (destructor)NativeConsumer_dealloc,
+    .tp_traverse = (traverseproc)NativeConsumer_traverse,
+    .tp_clear = (inquiry)NativeConsumer_clear,
+    .tp_methods = NativeConsumer_methods,
+    .tp_getset = NativeConsumer_getset,
+};
+
+/* ====================================================================== Fanout */
+
+typedef struct {
+    NativeConsumerObject *nc;
+    PyObject *consumer;
+    PyObject *transport;
+    int16_t pt[128]; /* -1: not mapped, -2: mapped to an invalid PT */
+    Py_ssize_t off_packets, off_bytes; /* __slots__ member offsets, or -1 */
+} fan_entry;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    fan_entry *entries;
+} FanoutObject;
+
+/* The offset of a __slots__ member of type(obj), or -1 (use getattr/setattr). */
+static Py_ssize_t slot_offset(PyObject *obj, PyObject *name)
+{
+    PyObject *descr = _PyType_Lookup(Py_TYPE(obj), name);
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+            return m->offset;
+    }
+    return -1;
+}
+
+static int Fanout_init(FanoutObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *entries, *fast;
+    Py_ssize_t i, n;
+    if (self->entries != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Fanout is already initialized");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "O", &entries))
+        return -1;
+    fast = PySequence_Fast(entries, "entries must be a sequence");
+    if (fast == NULL)
+        return -1;
+    n = PySequence_Fast_GET_SIZE(fast);
+    self->entries = PyMem_Calloc((size_t)(n ? n : 1), sizeof(fan_entry));
+    if (self->entries == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, i), *nc, *consumer, *transport, *pt_map;
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        fan_entry *e = &self->entries[i];
+        if (!PyArg_ParseTuple(item, "O!OOO!;entry must be (NativeConsumer, consumer, transport, pt_map)",
+                              &NativeConsumerType, &nc, &consumer, &transport, &PyDict_Type, &pt_map))
+            goto fail;
+        for (int k = 0; k < 128; k++)
+            e->pt[k] = -1;
+        while (PyDict_Next(pt_map, &pos, &key, &value)) {
+            long k, v;
+            if (!PyLong_Check(key) || !PyLong_Check(value))
+                continue;
+            k = PyLong_AsLong(key);
+            v = PyLong_AsLong(value);
+            if (PyErr_Occurred()) {
+                PyErr_Clear();
+                continue;
+            }
+            if (k >= 0 && k < 128)
+                e->pt[k] = (int16_t)(v >= 0 && v < 128 ? v : -2);
+        }
+        Py_INCREF(nc);
+        Py_INCREF(consumer);
+        Py_INCREF(transport);
+        e->nc = (NativeConsumerObject *)nc;
+        e->consumer = consumer;
+        e->transport = transport;
+        e->off_packets = slot_offset(consumer, str_packets);
+        e->off_bytes = slot_offset(consumer, str_bytes);
+        self->n = i + 1;
+    }
+    Py_DECREF(fast);
+    return 0;
+fail:
+    Py_DECREF(fast);
+    return -1;
+}
+
+static int Fanout_traverse(FanoutObject *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        Py_VISIT(self->entries[i].nc);
+        Py_VISIT(self->entries[i].consumer);
+        Py_VISIT(self->entries[i].transport);
+    }
+    return 0;
+}
+
+static int Fanout_clear(FanoutObject *self)
+{
+    Py_ssize_t n = self->n;
+    self->n = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_CLEAR(self->entries[i].nc);
+        Py_CLEAR(self->entries[i].consumer);
+        Py_CLEAR(self->entries[i].transport);
+    }
+    return 0;
+}
+
+static void Fanout_dealloc(FanoutObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Fanout_clear(self);
+    PyMem_Free(self->entries);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* obj.<name> += inc, straight into the __slots__ member when there is one. */
+static int add_counter(PyObject *obj, Py_ssize_t off, PyObject *name, unsigned long long inc)
+{
+    PyObject *old, *sum, *delta;
+    if (off >= 0) {
+        PyObject **slot = (PyObject **)((char *)obj + off);
+        old = *slot;
+        if (old != NULL && PyLong_CheckExact(old)) {
+            int overflow;
+            long long v = PyLong_AsLongLongAndOverflow(old, &overflow);
+            if (!overflow && v >= 0 && (unsigned long long)v < (1ull << 62) && inc < (1ull << 62)) {
+                sum = PyLong_FromLongLong(v + (long long)inc);
+                if (sum == NULL)
+                    return -1;
+                *slot = sum;
+                Py_DECREF(old);
+                return 0;
+            }
+        }
+    }
+    old = PyObject_GetAttr(obj, name);
+    if (old == NULL)
+        return -1;
+    delta = PyLong_FromUnsignedLongLong(inc);
+    sum = delta ? PyNumber_Add(old, delta) : NULL;
+    Py_DECREF(old);
+    Py_XDECREF(delta);
+    if (sum == NULL)
+        return -1;
+    if (PyObject_SetAttr(obj, name, sum) < 0) {
+        Py_DECREF(sum);
+        return -1;
+    }
+    Py_DECREF(sum);
+    return 0;
+}
+
+/* The per-thread scratch space where packets are built, protected and sent from. */
+static __thread uint8_t *scratch_buf;
+static __thread size_t scratch_cap;
+
+static uint8_t *scratch(size_t need)
+{
+    if (scratch_cap < need) {
+        uint8_t *grown = realloc(scratch_buf, need);
+        if (grown == NULL)
+            return NULL;
+        scratch_buf = grown;
+        scratch_cap = need;
+    }
+    return scratch_buf;
+}
+
+typedef struct {
+    const uint8_t *payload;
+    size_t payload_len;
+    int marker, keyframe;
+    unsigned pt;
+    uint64_t seq, ts;
+    double now;
+    const uint8_t *ast;
+    unsigned ast_len;
+    int has_ast;
+    const uint8_t *level;
+    unsigned level_len;
+    int has_level;
+} fan_packet;
+
+/* Send queued packets: one sendmmsg per run of packets on the same socket. */
+static void flush(struct mmsghdr *msgs, const int *fds, NativeConsumerObject **owners, int queued)
+{
+    int start = 0;
+    while (start < queued) {
+        int end = start + 1, k;
+        unsigned long long eagain = 0, errors = 0;
+        while (end < queued && fds[end] == fds[start])
+            end++;
+        send_batch(fds[start], msgs + start, end - start, &eagain, &errors);
+        if (eagain || errors) {
+            NativeConsumerObject *o = owners[start];
+            pthread_mutex_lock(&o->lock);
+            o->eagain += eagain;
+            o->send_errors += errors;
+            pthread_mutex_unlock(&o->lock);
+        }
+        for (k = start; k < end; k++)
+            nc_release_fd(owners[k]);
+        start = end;
+    }
+}
+
+/* Phase 2, no GIL: everything per egress packet. Returns packets produced. */
+static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t *send_ok,
+                          uint32_t *produced, uint8_t *slots, size_t slot_size)
+{
+    struct mmsghdr msgs[CHUNK];
+    struct iovec iov[CHUNK];
+    struct sockaddr_storage addrs[CHUNK];
+    int fds[CHUNK];
+    NativeConsumerObject *owners[CHUNK];
+    uint8_t block[MAX_EXT_BLOCK];
+    int block_len = 0, have_block = 0;
+    int cache_mid_id = -1, cache_ast_id = -1, cache_level_id = -1;
+    const NativeConsumerObject *cache_nc = NULL;
+    Py_ssize_t i, total = 0;
+    int queued = 0;
+
+    memset(msgs, 0, sizeof msgs);
+    for (i = 0; i < self->n; i++) {
+        fan_entry *e = &self->entries[i];
+        NativeConsumerObject *nc = e->nc;
+        uint8_t *buf = slots + (size_t)queued * slot_size;
+        uint64_t out_seq, out_ts;
+        int pt, len, plen;
+
+        pthread_mutex_lock(&nc->lock);
+        if (!fwd_map(nc, p->seq, p->ts, p->keyframe, p->now, &out_seq, &out_ts)) {
+            pthread_mutex_unlock(&nc->lock);
+            continue;
+        }
+        pt = e->pt[p->pt];
+        if (pt < 0) {
+            if (pt == -2)
+                nc->protect_errors++;
+            pthread_mutex_unlock(&nc->lock);
+            continue;
+        }
+        /* The extension block: consumers with the same layout share one. */
+        if (!have_block || nc->mid_id != cache_mid_id || nc->ast_id != cache_ast_id ||
+            nc->level_id != cache_level_id ||
+            (nc->mid_id && (cache_nc == NULL || nc->mid_len != cache_nc->mid_len ||
+                            memcmp(nc->mid, cache_nc->mid, nc->mid_len) != 0))) {
+            ext_el els[3];
+            int n = 0;
+            if (nc->mid_id)
+                n = ext_put(els, n, nc->mid_id, nc->mid, nc->mid_len);
+            if (nc->ast_id && p->has_ast)
+                n = ext_put(els, n, nc->ast_id, p->ast, p->ast_len);
+            if (nc->level_id && p->has_level)
+                n = ext_put(els, n, nc->level_id, p->level, p->level_len);
+            block_len = serialize_ext(els, n, block);
+            have_block = 1;
+            cache_mid_id = nc->mid_id;
+            cache_ast_id = nc->ast_id;
+            cache_level_id = nc->level_id;
+            cache_nc = nc;
+        }
+        if (block_len < 0) {
+            nc->protect_errors++;
+            pthread_mutex_unlock(&nc->lock);
+            continue;
+        }
+        /* build_packet(): fixed header, extension block, payload */
+        buf[0] = block_len ? 0x90 : 0x80;
+        buf[1] = (uint8_t)(pt | (p->marker ? 0x80 : 0));
+        buf[2] = (uint8_t)(out_seq >> 8);
+        buf[3] = (uint8_t)out_seq;
+        buf[4] = (uint8_t)(out_ts >> 24);
+        buf[5] = (uint8_t)(out_ts >> 16);
+        buf[6] = (uint8_t)(out_ts >> 8);
+        buf[7] = (uint8_t)out_ts;
+        buf[8] = (uint8_t)(nc->ssrc >> 24);
+        buf[9] = (uint8_t)(nc->ssrc >> 16);
+        buf[10] = (uint8_t)(nc->ssrc >> 8);
+        buf[11] = (uint8_t)nc->ssrc;
+        memcpy(buf + 12, block, (size_t)block_len);
+        memcpy(buf + 12 + block_len, p->payload, p->payload_len);
+        len = 12 + block_len + (int)p->payload_len;
+        plen = en_srtp_protect(&nc->srtp, buf, (size_t)len);
+        if (plen < 0) {
+            nc->protect_errors++;
+            pthread_mutex_unlock(&nc->lock);
+            continue;
+        }
+        ring_store(nc, (int64_t)out_seq, buf, (uint32_t)plen);
+        nc->packets++;
+        nc->bytes += (unsigned long long)len;
+        produced[i] = (uint32_t)len;
+        total++;
+        if (send_ok[i] && nc->fd >= 0 && !__atomic_load_n(&nc->closing, __ATOMIC_SEQ_CST)) {
+            __atomic_add_fetch(&nc->inflight, 1, __ATOMIC_SEQ_CST);
+            fds[queued] = nc->fd;
+            owners[queued] = nc;
+            memcpy(&addrs[queued], &nc->addr, nc->addrlen);
+            iov[queued].iov_base = buf;
+            iov[queued].iov_len = (size_t)plen;
+            msgs[queued].msg_hdr.msg_iov = &iov[queued];
+            msgs[queued].msg_hdr.msg_iovlen = 1;
+            msgs[queued].msg_hdr.msg_name = &addrs[queued];
+            msgs[queued].msg_hdr.msg_namelen = nc->addrlen;
+            queued++;
+        }
+        pthread_mutex_unlock(&nc->lock);
+
+        if (queued == CHUNK) {
+            flush(msgs, fds, owners, queued);
+            queued = 0;
+        }
+    }
+    if (queued)
+        flush(msgs, fds, owners, queued);
+    return total;
+}
+
+static PyObject *Fanout_forward(FanoutObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* forward(data, marker, pt, seq, ts, payload_offset, payload_length, keyframe,
+     *         abs_send_time, audio_level, now) -> int */
+    Py_buffer data;
+    fan_packet p;
+    Py_buffer ast = {0}, level = {0};
+    long long off, plen;
+    uint64_t v;
+    uint8_t *send_ok = NULL;
+    uint32_t *produced = NULL;
+    uint8_t *slots;
+    size_t slot_size;
+    Py_ssize_t i, n = self->n, total = 0;
+    PyObject *result = NULL;
+
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError,
+                        "forward(data, marker, pt, seq, ts, payload_offset, payload_length, "
+                        "keyframe, abs_send_time, audio_level, now)");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    memset(&p, 0, sizeof p);
+    if ((p.marker = PyObject_IsTrue(args[1])) < 0 || get_u64(args[2], &v, 127, "pt") < 0)
+        goto done;
+    p.pt = (unsigned)v;
+    if (get_u64(args[3], &p.seq, 0xFFFF, "seq") < 0 || get_u64(args[4], &p.ts, 0xFFFFFFFF, "ts") < 0)
+        goto done;
+    off = PyLong_AsLongLong(args[5]);
+    plen = PyLong_AsLongLong(args[6]);
+    if (PyErr_Occurred())
+        goto done;
+    if (off < 0 || plen < 0 || off + plen > data.len || plen > 65535) {
+        PyErr_SetString(PyExc_ValueError, "payload is outside the packet");
+        goto done;
+    }
+    if ((p.keyframe = PyObject_IsTrue(args[7])) < 0)
+        goto done;
+    if (args[8] != Py_None) {
+        if (PyObject_GetBuffer(args[8], &ast, PyBUF_SIMPLE) < 0)
+            goto done;
+        p.has_ast = 1;
+        p.ast = ast.buf;
+        p.ast_len = (unsigned)(ast.len > 255 ? 256 : ast.len); /* 256: no form fits */
+    }
+    if (args[9] != Py_None) {
+        if (PyObject_GetBuffer(args[9], &level, PyBUF_SIMPLE) < 0)
+            goto done;
+        p.has_level = 1;
+        p.level = level.buf;
+        p.level_len = (unsigned)(level.len > 255 ? 256 : level.len);
+    }
+    p.now = PyFloat_AsDouble(args[10]);
+    if (p.now == -1.0 && PyErr_Occurred())
+        goto done;
+    p.payload = (const uint8_t *)data.buf + off;
+    p.payload_len = (size_t)plen;
+    if (plen == 0 || n == 0) { /* padding-only probes carry nothing for a viewer */
+        result = PyLong_FromLong(0);
+        goto done;
+    }
+
+    /* Phase 1, with the GIL: which transports are still open, random origins. */
+    send_ok = PyMem_Malloc((size_t)n);
+    produced = PyMem_Calloc((size_t)n, sizeof(uint32_t));
+    if (send_ok == NULL || produced == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        fan_entry *e = &self->entries[i];
+        int closed = 0;
+        if (e->transport != Py_None) {
+            PyObject *c = PyObject_GetAttr(e->transport, str_closed);
+            if (c == NULL) {
+                PyErr_Clear();
+            } else {
+                closed = PyObject_IsTrue(c) == 1;
+                Py_DECREF(c);
+            }
+        }
+        send_ok[i] = !closed;
+        if (closed && __atomic_load_n(&e->nc->fd, __ATOMIC_SEQ_CST) >= 0)
+            nc_close_fd(e->nc); /* the transport is gone: give its socket back */
+        if (draw_origin(e->nc, p.keyframe) < 0)
+            goto done;
+    }
+    slot_size = (12 + MAX_EXT_BLOCK + (size_t)plen + EN_SRTP_MAX_TAG + 63) & ~(size_t)63;
+    slots = scratch(slot_size * CHUNK);
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+
+    /* Phase 2, without the GIL: map, rewrite, protect, store, send. */
+    Py_BEGIN_ALLOW_THREADS
+    total = fan_out(self, &p, send_ok, produced, slots, slot_size);
+    Py_END_ALLOW_THREADS
+
+    /* Phase 3, with the GIL: the Consumers' counters, as the Python plane keeps them. */
+    for (i = 0; i < n; i++) {
+        fan_entry *e = &self->entries[i];
+        if (!produced[i])
+            continue;
+        if (add_counter(e->consumer, e->off_packets, str_packets, 1) < 0 ||
+            add_counter(e->consumer, e->off_bytes, str_bytes, produced[i]) < 0)
+            goto done;
+    }
+    result = PyLong_FromSsize_t(total);
+
+done:
+    PyMem_Free(send_ok);
+    PyMem_Free(produced);
+    if (ast.obj != NULL)
+        PyBuffer_Release(&ast);
+    if (level.obj != NULL)
+        PyBuffer_Release(&level);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+static PyObject *Fanout_len(FanoutObject *self, void *c)
+{
+    return PyLong_FromSsize_t(self->n);
+}
+
+static PyObject *Fanout_consumers(FanoutObject *self, void *c)
+{
+    PyObject *out = PyList_New(self->n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        Py_INCREF(self->entries[i].nc);
+        PyList_SET_ITEM(out, i, (PyObject *)self->entries[i].nc);
+    }
+    return out;
+}
+
+static PyMethodDef Fanout_methods[] = {
+    {"forward", (PyCFunction)(void (*)(void))Fanout_forward, METH_FASTCALL,
+     "forward(data, marker, pt, seq, ts, payload_offset, payload_length, keyframe, "
+     "abs_send_time, audio_level, now) -> int: one ingress packet to every consumer."},
+    {NULL}};
+
+static PyGetSetDef Fanout_getset[] = {
+    {"size", (getter)Fanout_len, NULL, "number of consumers", NULL},
+    {"native_consumers", (getter)Fanout_consumers, NULL, "the NativeConsumers, in order", NULL},
+    {NULL}};
+
+static PyTypeObject FanoutType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "edge.media._native.Fanout",
+    .tp_basicsize = sizeof(FanoutObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Fanout([(NativeConsumer, consumer, transport, pt_map), ...])",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Fanout_init,
+    .tp_dealloc = (destructor)Fanout_dealloc,
+    .tp_traverse = (traverseproc)Fanout_traverse,
+    .tp_clear = (inquiry)Fanout_clear,
+    .tp_methods = Fanout_methods,
+    .tp_getset = Fanout_getset,
+};
+
+/* ====================================================================== module */
+
+static PyObject *native_abs_send_time(PyObject *m, PyObject *arg)
+{
+    double now = PyFloat_AsDouble(arg);
+    uint32_t v;
+    uint8_t out[3];
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    v = (uint32_t)((uint64_t)(int64_t)(now * 262144.0) & 0xFFFFFF);
+    out[0] = (uint8_t)(v >> 16);
+    out[1] = (uint8_t)(v >> 8);
+    out[2] = (uint8_t)v;
+    return PyBytes_FromStringAndSize((const char *)out, 3);
+}
+
+static PyMethodDef module_methods[] = {
+    {"abs_send_time", native_abs_send_time, METH_O,
+     "abs_send_time(now) -> bytes: the 3-byte abs-send-time value (edge.media.rtp)."},
+    {NULL}};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, "edge.media._native",
+    "The native media data plane: SRTP protect on OpenSSL, fan-out and retransmit with "
+    "sendmmsg, the GIL released. See edge/media/native_plane.py.",
+    -1, module_methods};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    PyObject *m;
+    if (PyType_Ready(&SrtpContextType) < 0 || PyType_Ready(&NativeConsumerType) < 0 ||
+        PyType_Ready(&FanoutType) < 0)
+        return NULL;
+    random_module = PyImport_ImportModule("random");
+    if (random_module == NULL)
+        return NULL;
+    str_closed = PyUnicode_InternFromString("closed");
+    str_packets = PyUnicode_InternFromString("packets");
+    str_bytes = PyUnicode_InternFromString("bytes");
+    str_getrandbits = PyUnicode_InternFromString("getrandbits");
+    if (!str_closed || !str_packets || !str_bytes || !str_getrandbits)
+        return NULL;
+    m = PyModule_Create(&native_module);
+    if (m == NULL)
+        return NULL;
+    SrtpError = PyErr_NewException("edge.media._native.SrtpError", PyExc_Exception, NULL);
+    Py_INCREF(&SrtpContextType);
+    Py_INCREF(&NativeConsumerType);
+    Py_INCREF(&FanoutType);
+    if (SrtpError == NULL || PyModule_AddObject(m, "SrtpError", SrtpError) < 0 ||
+        PyModule_AddObject(m, "SrtpContext", (PyObject *)&SrtpContextType) < 0 ||
+        PyModule_AddObject(m, "NativeConsumer", (PyObject *)&NativeConsumerType) < 0 ||
+        PyModule_AddObject(m, "Fanout", (PyObject *)&FanoutType) < 0 ||
+        PyModule_AddIntConstant(m, "PROFILE_AES128_CM_SHA1_80", EN_SRTP_AES128_CM_SHA1_80) < 0 ||
+        PyModule_AddIntConstant(m, "PROFILE_AES128_CM_SHA1_32", EN_SRTP_AES128_CM_SHA1_32) < 0 ||
+        PyModule_AddIntConstant(m, "PROFILE_AEAD_AES_128_GCM", EN_SRTP_AEAD_AES_128_GCM) < 0 ||
+        PyModule_AddIntConstant(m, "PROFILE_AEAD_AES_256_GCM", EN_SRTP_AEAD_AES_256_GCM) < 0 ||
+        PyModule_AddIntConstant(m, "CHUNK", CHUNK) < 0 ||
+        PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

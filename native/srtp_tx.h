@@ -1,0 +1,73 @@
+/*
+ * srtp_tx.h - the sending half of SRTP (RFC 3711, RFC 7714) on OpenSSL libcrypto.
+ *
+ * Produces the same bytes as libsrtp 2.7's srtp_protect() for one SSRC of an
+ * SSRC_ANY_OUTBOUND session with allow_repeat_tx (what aiortc's _tx_srtp is):
+ * same key derivation, same packet index estimation and replay window, same
+ * IVs, same tags. Profiles (libsrtp's srtp_profile_t numbers, which pylibsrtp's
+ * Policy.SRTP_PROFILE_* constants and aiortc's srtp_keys()["profile"] use):
+ *
+ *   1  AES128_CM_SHA1_80   AES-128 counter mode + HMAC-SHA1, 80-bit tag
+ *   2  AES128_CM_SHA1_32   AES-128 counter mode + HMAC-SHA1, 32-bit tag
+ *   7  AEAD_AES_128_GCM    AES-128-GCM, 16-byte tag (RFC 7714)
+ *   8  AEAD_AES_256_GCM    AES-256-GCM, 16-byte tag (RFC 7714)
+ *
+ * Not thread-safe: the caller serializes use of one en_srtp_tx (the native
+ * consumer does it with its own mutex).
+ */
+#ifndef EDGE_SRTP_TX_H
+#define EDGE_SRTP_TX_H
+
+#define OPENSSL_SUPPRESS_DEPRECATED 1 /* SHA1_Init & co: cheap HMAC state copies */
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define EN_SRTP_AES128_CM_SHA1_80 1
+#define EN_SRTP_AES128_CM_SHA1_32 2
+#define EN_SRTP_AEAD_AES_128_GCM 7
+#define EN_SRTP_AEAD_AES_256_GCM 8
+
+#define EN_SRTP_MAX_TAG 16
+
+/* Errors, numbered like libsrtp's srtp_err_status_t (pylibsrtp's messages). */
+#define EN_SRTP_OK 0
+#define EN_SRTP_ERR_FAIL 1        /* "unspecified failure" */
+#define EN_SRTP_ERR_BAD_PARAM 2   /* "unsupported parameter" (bad RTP header) */
+#define EN_SRTP_ERR_CIPHER 8      /* "cipher failure" */
+#define EN_SRTP_ERR_REPLAY_OLD 10 /* "replay check failed (index too old)" */
+
+typedef struct {
+    int profile;
+    int aead;           /* GCM */
+    unsigned tag_len;   /* bytes appended */
+    uint8_t salt[14];   /* session salt: 14 bytes (CM), 12 (GCM) */
+    EVP_CIPHER_CTX *ctx; /* session cipher, keyed once */
+    SHA_CTX hmac_inner;  /* HMAC-SHA1 state after the ipad block */
+    SHA_CTX hmac_outer;  /* ... and after the opad block */
+    /* The replay window of libsrtp's rdbx: the highest packet index sent and
+     * one bit per index of the last `window` indices (ring, index % window). */
+    uint64_t index;
+    uint32_t window;
+    uint32_t *bits;
+} en_srtp_tx;
+
+/* Key lengths (master key, master salt) of a profile; 0 if unsupported. */
+int en_srtp_master_lengths(int profile, unsigned *key_len, unsigned *salt_len);
+
+/* Derive the session keys from master key + salt (key_len + salt_len bytes).
+ * window_size is the replay window (libsrtp rounds it up to a multiple of 32). */
+int en_srtp_tx_init(en_srtp_tx *tx, int profile, const uint8_t *master, size_t master_len,
+                    unsigned window_size);
+void en_srtp_tx_free(en_srtp_tx *tx);
+
+/* Protect the RTP packet in buf[0:len] in place; buf must have room for
+ * len + EN_SRTP_MAX_TAG bytes. Returns the protected length, or -error. */
+int en_srtp_protect(en_srtp_tx *tx, uint8_t *buf, size_t len);
+
+/* The error message pylibsrtp uses for an error number. */
+const char *en_srtp_error_message(int err);
+
+#endif
