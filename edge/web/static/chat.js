@@ -14,9 +14,14 @@ const MAX_BACKOFF_MS = 15000;
 const KEEP_MESSAGES = 200;
 
 export class ChatClient {
-  constructor({ room, token, url = null }) {
+  constructor({ room, token, url = null, params = {} }) {
     this.room = room;
     this.token = token;
+    // Extra query parameters for the WebSocket URL (the node hands them to plugins),
+    // e.g. {currency: "MXN", ref: "ana"}.
+    this.params = params;
+    // Ids of requests whose errors another part of the page shows (not the chat panel).
+    this.quiet = new Set();
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
     this.url = url || `${scheme}//${window.location.host}/v1/rooms/${encodeURIComponent(room)}/ws`;
     this.state = "idle";
@@ -53,6 +58,9 @@ export class ChatClient {
     this.closedByUs = false;
     clearTimeout(this.timer);
     const target = new URL(this.url);
+    for (const [key, value] of Object.entries(this.params || {})) {
+      if (value !== undefined && value !== null && value !== "") target.searchParams.set(key, value);
+    }
     target.searchParams.set("token", this.token);
     this.setState("connecting");
     const ws = this.ws = new WebSocket(target.href);
@@ -84,12 +92,25 @@ export class ChatClient {
     });
   }
 
-  /** Send an envelope; returns its id, or null when not connected. */
-  send(type, data = {}) {
+  /**
+   * Send an envelope; returns its id, or null when not connected. With
+   * {quiet: true} an `error` answering it is left to the caller (the chat panel
+   * does not show it).
+   */
+  send(type, data = {}, { quiet = false } = {}) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return null;
     const id = `c-${this.nextId++}`;
     this.ws.send(JSON.stringify({ type, id, data }));
+    if (quiet) {
+      this.quiet.add(id);
+      if (this.quiet.size > 200) this.quiet.delete(this.quiet.values().next().value);
+    }
     return id;
+  }
+
+  /** True when `id` was sent with {quiet: true}. */
+  isQuiet(id) {
+    return !!id && this.quiet.has(id);
   }
 
   close() {
@@ -177,6 +198,7 @@ export class ChatPanel {
       this.updateComposer();
     });
     client.on("error", (d) => {
+      if (client.isQuiet(d.reply_to)) return; // another panel of the page answers for it
       this.state.errors.push({ code: d.code, reason: d.reason, reply_to: d.reply_to || null });
       if (this.state.errors.length > 20) this.state.errors.shift();
       this.showNotice(describeError(d), "error");

@@ -1,5 +1,7 @@
 // Host console: camera/mic preview, Go live (WHIP), screen share (a second WHIP
-// session), chat with moderation, live viewer and like counters.
+// session), chat with moderation, live viewer and like counters, the products
+// card (pin, countdown, unpin, add, the room's numbers: commerce.js), polls and
+// draws (engage.js), links to the replay page and the after-sales console.
 //
 // window.edgeState (for tests and curious operators):
 //   phase            "token" | "preview" | "publishing" | "live" | "stopped" | "error"
@@ -9,10 +11,17 @@
 //   likes, viewers   from likes.updated / presence
 //   keywords, muted  moderation state
 //   chat             { state, messages: [{id, identity, role, text, ts}], errors, system, ... }
+//   commerce         {available, currency}; products [product]; pinned (product.pinned data) | null;
+//   stats            GET .../stats
+//   segments         {available}; polls {poll_id: {...}}; draws {draw_id: {..., verified}}
 
 import { publish } from "./webrtc.js";
 import { ChatClient, ChatPanel } from "./chat.js";
-import { $, el, askToken, formatCount, formatTime, pollStats, storeToken, takeToken, tokenClaims, tokenWarning, toast } from "./ui.js";
+import { CommerceConsole } from "./commerce.js";
+import { HostEngage } from "./engage.js";
+import {
+  $, api, el, askToken, formatCount, formatTime, pollStats, storeToken, takeToken, tokenClaims, tokenWarning, toast,
+} from "./ui.js";
 
 const HOST_ROLES = ["host", "cohost"];
 const room = document.body.dataset.room;
@@ -253,7 +262,16 @@ function startChat(claims) {
   });
   setInterval(renderMuted, 30000);
   window.edgeChat = client; // test hook: edgeChat.send(type, data), edgeChat.emit(type, data, envelope)
+  const shop = new CommerceConsole({ root: $("#commerce"), client, token, room, state: S });
+  const engage = new HostEngage({ root: $("#engage"), client, token, room, state: S });
   client.connect();
+  shop.load();
+  engage.load();
+  // The after-sales console link only when the node has the plugin.
+  const consoleLink = $("#console-link");
+  consoleLink.hidden = true;
+  api(`/v1/plugins/aftersales/rooms/${encodeURIComponent(room)}/faq`, token)
+    .then(() => { consoleLink.hidden = false; }, () => {});
   return client;
 }
 

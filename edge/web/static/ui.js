@@ -131,6 +131,62 @@ export function toast(text, kind = "info", ms = 5000) {
     document.body.append(box);
   }
   const item = el("div", { className: `toast ${kind}`, textContent: text });
+  while (box.children.length >= 3) box.firstChild.remove(); // the newest three at most
   box.append(item);
   setTimeout(() => item.remove(), ms);
+}
+
+/** "m:ss" (or "h:mm:ss") for a number of seconds. */
+export function formatClock(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+/** A date and time for an epoch value in seconds or milliseconds. */
+export function formatDateTime(epoch) {
+  if (typeof epoch !== "number" || !Number.isFinite(epoch)) return "";
+  const ms = epoch < 1e11 ? epoch * 1000 : epoch;
+  return new Date(ms).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+/** An error from api(): the HTTP status and the problem document's code. */
+export class ApiError extends Error {
+  constructor(status, code, detail) {
+    super(detail || code || `HTTP ${status}`);
+    this.status = status;
+    this.code = code || "";
+  }
+}
+
+/**
+ * A JSON request to the node with the page's token as `Authorization: Bearer`:
+ * resolves with the parsed body (null for 204), rejects with an ApiError
+ * (status 0 when the node could not be reached).
+ */
+export async function api(path, token, { method = "GET", body = undefined } = {}) {
+  const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store",
+    });
+  } catch (err) {
+    throw new ApiError(0, "network", err.message || "the node could not be reached");
+  }
+  if (response.status === 204) return null;
+  let data = null;
+  try { data = await response.json(); } catch (_) { /* not JSON */ }
+  if (!response.ok) {
+    throw new ApiError(response.status, data && data.code, (data && (data.detail || data.title)) || `HTTP ${response.status}`);
+  }
+  return data;
+}
+
+/** The page's own URL parameter `name` ("" when absent). */
+export function pageParam(name) {
+  try { return new URL(window.location.href).searchParams.get(name) || ""; } catch (_) { return ""; }
 }

@@ -1,6 +1,12 @@
 // Viewer page: WHEP player with two video slots (the host's camera and screen
-// share; the node fills and refills them) and one audio slot, chat, likes, and
-// the pinned product card (product.pinned / product.unpinned envelopes).
+// share; the node fills and refills them) and one audio slot, chat, likes, the
+// pinned product card with its buy button (commerce.js), the member badge and
+// daily check-in (member.js), coupons, polls and draws (engage.js) and the
+// after-sales panel (aftersales.js).
+//
+// Page parameters: ?token= (moved out of the address bar), ?currency=XXX (prices
+// in that currency), ?ref=<identity> (who invited this viewer), ?service=<sku>
+// (open the after-sales panel about that product; the replay page links here).
 //
 // window.edgeState (for tests; no pixel reading needed):
 //   phase            "token" | "connecting" | "watching" | "reconnecting" | "error"
@@ -9,13 +15,25 @@
 //   slots            [{ mid, kind, framesDecoded, active, source, participant }]
 //   layout           "none" | "single" | "dual"
 //   likes, viewers   from likes.updated / presence
-//   product          the pinned product's data, or null
+//   product          the pinned product's data (+ secondsLeft, stock, sold_out), or null
+//   orders           [{order_id, sku, state, amount, currency, history}] newest first
+//   order            the purchase waiting for its answer {key, sku, ...}, or null
+//   lastRejection    {sku, reason, detail} of the last order.rejected
+//   sales            flash sales by SKU
+//   member           loyalty: {available, tier, points, growth, checkedInToday, ...}
+//   coupons, polls, draws, referral, notices    segments (engage.js)
+//   aftersales       the after-sales panel (aftersales.js)
+//   currency         the ?currency= asked for; currencyConfirmed (currency.updated), currencyError
 //   chat             { state, messages: [{id, identity, role, text, ts}], errors, ... }
 
 import { view, describe } from "./webrtc.js";
 import { ChatClient, ChatPanel } from "./chat.js";
+import { ProductCard } from "./commerce.js";
+import { MemberBadge } from "./member.js";
+import { ViewerEngage } from "./engage.js";
+import { AftersalesPanel } from "./aftersales.js";
 import {
-  $, el, askToken, forgetToken, formatCount, formatPrice, pollStats, storeToken, takeToken, tokenClaims,
+  $, api, el, askToken, forgetToken, formatCount, pageParam, pollStats, storeToken, takeToken, tokenClaims,
   tokenWarning, toast,
 } from "./ui.js";
 
@@ -28,7 +46,7 @@ const room = document.body.dataset.room;
 const S = window.edgeState = {
   page: "watch", room, phase: "init", error: null, connectionState: "new", framesDecoded: 0,
   slots: [], layout: "none", likes: 0, likesSent: 0, viewers: 0, product: null, chat: {},
-  audio: { packetsReceived: 0, playing: false },
+  audio: { packetsReceived: 0, playing: false }, currency: null, currencyConfirmed: null, currencyError: null,
 };
 
 const ui = {
@@ -241,86 +259,71 @@ function like() {
   likeTimer = setTimeout(flushLikes, wait);
 }
 
-// -- product card -----------------------------------------------------------------------------------
-
-let countdownTimer = null;
-
-function safeImage(url) {
-  try {
-    const parsed = new URL(url, window.location.href);
-    return ["https:", "http:", "data:", "blob:"].includes(parsed.protocol) ? parsed.href : null;
-  } catch (_) {
-    return null;
-  }
-}
-
-/** countdown: seconds left when the envelope was sent (or, if huge, an epoch-ms deadline). */
-function deadline(countdown, ts) {
-  if (typeof countdown !== "number" || !Number.isFinite(countdown) || countdown <= 0) return null;
-  if (countdown > 1e11) return countdown;
-  return (ts || Date.now()) + countdown * 1000;
-}
-
-function showProduct(data, envelope) {
-  S.product = { ...data };
-  clearInterval(countdownTimer);
-  const image = data.image_url ? safeImage(data.image_url) : null;
-  const timer = el("span", { className: "countdown" });
-  ui.product.replaceChildren(
-    image ? el("img", { src: image, alt: "", loading: "lazy", referrerPolicy: "no-referrer" }) : el("div", { className: "img-placeholder" }),
-    el("div", { className: "product-body" },
-      el("span", { className: "product-kicker", textContent: "Pinned" }),
-      el("strong", { className: "product-title", textContent: data.title || data.sku || "Product" }),
-      el("span", { className: "product-price", textContent: formatPrice(data.price, data.currency) }),
-      timer),
-  );
-  ui.product.dataset.sku = data.sku || "";
-  ui.product.hidden = false;
-  const ends = deadline(data.countdown, envelope && envelope.ts);
-  timer.hidden = !ends;
-  if (ends) {
-    const tick = () => {
-      const left = Math.max(0, Math.round((ends - Date.now()) / 1000));
-      S.product.secondsLeft = left;
-      const m = Math.floor(left / 60);
-      timer.textContent = left ? `Ends in ${m}:${String(left % 60).padStart(2, "0")}` : "Ended";
-      timer.classList.toggle("ending", left > 0 && left <= 10);
-      if (!left) clearInterval(countdownTimer);
-    };
-    tick();
-    countdownTimer = setInterval(tick, 250);
-  }
-}
-
-function hideProduct(data) {
-  if (data && data.sku && S.product && S.product.sku && data.sku !== S.product.sku) return;
-  clearInterval(countdownTimer);
-  S.product = null;
-  ui.product.hidden = true;
-  ui.product.replaceChildren();
-}
-
 // -- chat ------------------------------------------------------------------------------------------
 
 function startChat(claims) {
-  chat = new ChatClient({ room, token });
+  const me = claims ? claims.sub : "";
+  const currency = pageParam("currency").trim().toUpperCase();
+  S.currency = /^[A-Z]{3}$/.test(currency) ? currency : null;
+  const ref = pageParam("ref").trim();
+  // The node hands the WebSocket URL's parameters to plugins; currency.set says it again.
+  chat = new ChatClient({ room, token, params: { currency: S.currency, ref: ref || null } });
   const role = claims ? claims.role : "";
-  new ChatPanel($("#chat"), chat, { me: claims ? claims.sub : "", staff: STAFF.includes(role), state: S.chat });
+  new ChatPanel($("#chat"), chat, { me, staff: STAFF.includes(role), state: S.chat });
   const chatState = $("#chat .chat-state");
+  let currencyId = null;
   chat.on("state", ({ state }) => {
     chatState.textContent = state === "open" ? "" : state;
     ui.likeButton.disabled = state !== "open";
     if (state === "open" && pendingLikes && !likeTimer) flushLikes();
+    if (state === "open" && S.currency) currencyId = chat.send("currency.set", { currency: S.currency }, { quiet: true });
+  });
+  chat.on("currency.updated", (d) => { S.currencyConfirmed = d.currency; });
+  chat.on("error", (d) => {
+    if (!d.reply_to || d.reply_to !== currencyId) return;
+    S.currencyError = d.code;
+    if (d.code !== "unknown_type") toast(`Prices cannot be shown in ${S.currency} here.`, "warn", 5000);
   });
   chat.on("likes.updated", (d) => { S.likes = d.total || 0; ui.likes.textContent = formatCount(S.likes); });
   chat.on("presence", (d) => { S.viewers = d.viewers || 0; ui.viewers.textContent = formatCount(S.viewers); });
   chat.on("welcome", (d) => {
     if (typeof d.viewers === "number") { S.viewers = d.viewers; ui.viewers.textContent = formatCount(d.viewers); }
   });
-  chat.on("product.pinned", showProduct);
-  chat.on("product.unpinned", hideProduct);
+
+  const member = new MemberBadge({
+    badge: $("#member-badge"), checkin: $("#checkin-button"), client: chat, token, state: S,
+    canCheckIn: !STAFF.includes(role) && role !== "service", // loyalty's earning_roles are viewers by default
+  });
+  new ProductCard({
+    root: ui.product, status: $("#order-status"), client: chat, state: S,
+    onPaid: () => { member.refreshSoon(1000); setTimeout(() => member.load(), 3000); }, // the credit lands a moment later
+  });
+  new ViewerEngage({ root: $("#engage"), coupons: $("#coupons"), client: chat, token, room, state: S, me, ref });
+  const titles = {}; // sku -> title, of products this page saw (or looked up)
+  const titleOf = (orderId, sku) => {
+    const order = orderId && S.orders.find((o) => o.order_id === orderId);
+    if (order && order.title) return order.title;
+    if (S.product && S.product.sku === sku) return S.product.title || "";
+    const known = S.orders.find((o) => o.sku === sku && o.title);
+    return known ? known.title : titles[sku] || "";
+  };
+  chat.on("product.pinned", (d) => { if (d.sku && d.title) titles[d.sku] = d.title; });
+  const aftersales = new AftersalesPanel({
+    button: $("#aftersales-button"), panel: $("#aftersales-panel"), client: chat, token, room, state: S,
+    titleOf, skuNow: () => (S.product ? S.product.sku : null),
+  });
   window.edgeChat = chat; // test hook: edgeChat.send(type, data), edgeChat.emit(type, data, envelope)
   chat.connect();
+
+  member.load();
+  const service = pageParam("service").trim();
+  aftersales.probe().then((available) => {
+    if (!available || !service) return;
+    aftersales.open(service);
+    // The product's title for the panel, when the node has the commerce plugin.
+    api(`/v1/plugins/commerce/rooms/${encodeURIComponent(room)}/products/${encodeURIComponent(service)}`, token)
+      .then((p) => { titles[p.sku] = p.title; aftersales.renderAbout(); aftersales.renderTickets(); }, () => {});
+  });
 }
 
 // -- start -------------------------------------------------------------------------------------------
