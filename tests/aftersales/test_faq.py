@@ -65,7 +65,7 @@ async def test_faq_answers_with_and_without_clip_and_no_match_opens_a_ticket(as_
 
     # no match and no order: the buyer is told how to reach an agent
     nothing = await buyer.ok("aftersales.ask", {"text": "Is the host's cat available?"}, "aftersales.no_match")
-    assert nothing["ticket"] is None and "aftersales.open" in nothing["hint"] and nothing["orders"] == []
+    assert nothing["ticket"] is None and "open a service request" in nothing["hint"] and nothing["orders"] == []
 
     # no match with an order in the room: a ticket for an agent
     order_id = uid("o")

@@ -37,8 +37,8 @@ ORDER_EVENTS = {
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 LOYALTY_TIMEOUT = 0.1
 NO_MATCH_HINT = (
-    "No ready answer for that. To reach an agent, open a ticket for your order "
-    "(aftersales.open with order_id, reason and text)."
+    "We have no ready answer for that. To reach an agent, open a service request "
+    "for your order and tell us what happened."
 )
 TICKET_HINT = "No ready answer for that: an agent will answer you here."
 

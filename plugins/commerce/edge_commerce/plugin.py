@@ -99,6 +99,13 @@ class CommercePlugin:
     async def edge_connection_opened(
         self, edge: Edge, room: str, participant: ParticipantInfo, connection: ConnectionInfo
     ) -> None:
+        # ?currency=XXX on the WebSocket URL picks the viewer's currency, like currency.set.
+        wanted = connection.params.get("currency", "").upper()
+        if self.service is not None and wanted:
+            try:
+                self.service.choose_currency(room, participant.identity, wanted)
+            except CommerceError:
+                pass  # an unknown currency keeps the region's default
         if self.service is not None and room in self.service.pins:
             await self.service.send_pin(room, participant.identity, participant.region, connection.id)
 

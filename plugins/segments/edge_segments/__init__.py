@@ -1,0 +1,2 @@
+"""edge-segments: viewer profiles, segments and their actions, coupons, referrals,
+draws and polls, business metrics (docs/segments.md)."""

@@ -1,0 +1,1 @@
+"""Tests of the segments plugin (plugins/segments, docs/segments.md)."""
