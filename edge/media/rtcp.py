@@ -8,6 +8,8 @@ understand: those come back as :class:`UnknownRtcp` so they can be relayed.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import struct
 import time
 from dataclasses import dataclass, field
@@ -111,7 +113,7 @@ def _feedback_ssrcs(payload: bytes) -> tuple[int, int]:
 _P = TypeVar("_P", bound="_Packet")
 
 
-class _Packet:
+class _Packet(ABC):
     """``parse`` for a single packet: header checks, then the type's ``_decode``."""
 
     __slots__ = ()
@@ -123,8 +125,9 @@ class _Packet:
         return cls._decode(*_read_single(data, cls.PACKET_TYPE, cls.FMT))
 
     @classmethod
+    @abstractmethod
     def _decode(cls: type[_P], packet_type: int, count: int, payload: bytes) -> _P:
-        raise NotImplementedError
+        """Build the packet from its header fields and payload (each type its own)."""
 
 
 @dataclass(slots=True)

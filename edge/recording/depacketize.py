@@ -18,6 +18,8 @@ keyframe.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol
 
@@ -102,7 +104,7 @@ def vp8_dimensions(frame: bytes) -> tuple[int, int] | None:
     return width, height
 
 
-class _Grouper:
+class _Grouper(ABC):
     """Groups packets by timestamp and decides whether each group is complete."""
 
     keyframe_gated = True
@@ -151,8 +153,9 @@ class _Grouper:
         self.frames += 1
         return [frame]
 
+    @abstractmethod
     def _assemble(self, group: list[RtpPacket], gap_before: bool) -> Frame | None:
-        raise NotImplementedError
+        """One frame from the packets of one RTP timestamp (each codec its own)."""
 
 
 class Vp8Depacketizer(_Grouper):

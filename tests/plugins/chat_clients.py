@@ -6,6 +6,8 @@ those envelopes (``next``, ``wait_for``), never on the clock.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import asyncio
 import itertools
 import json
@@ -81,7 +83,7 @@ class Inbox:
         return out
 
 
-class MessageClient:
+class MessageClient(ABC):
     """A message connection (WebSocket or data channel) with its inbox."""
 
     def __init__(self, room: str, identity: str, role: str) -> None:
@@ -92,8 +94,9 @@ class MessageClient:
         self.welcome: Envelope = {}
         self.history: Envelope = {}
 
+    @abstractmethod
     async def transmit(self, raw: str | bytes) -> None:
-        raise NotImplementedError
+        """Send one raw frame on this client's transport."""
 
     async def greeted(self, timeout: float = TIMEOUT) -> None:
         """Read the greeting every new connection gets first: welcome, chat.history."""
@@ -126,8 +129,9 @@ class MessageClient:
         assert envelope["room"] == self.room and envelope["data"]["reason"], envelope
         return envelope
 
+    @abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        """Close this client's transport."""
 
 
 class ChatClient(MessageClient):
