@@ -256,6 +256,11 @@ async def test_poll_takes_one_vote_per_viewer_and_broadcasts_the_results(node: N
         answer = await client.request("poll.vote", {"poll_id": poll_id, "option": option})
         assert answer["type"] == "poll.voted" and answer["data"]["option"] == option
     assert (await v1.request("poll.vote", {"poll_id": poll_id, "option": 1}))["data"]["code"] == "already_voted"
+    # a viewer who reconnects after voting is shown the counts and their own vote
+    again = await Client.join(node, room, v1.identity)
+    shown = await again.wait_for("poll.results", lambda e: e["data"]["poll_id"] == poll_id)
+    assert shown["data"]["voted"] == 0 and shown["data"]["closed"] is False
+    assert sum(shown["data"]["counts"]) >= 1
     assert (await late.request("poll.vote", {"poll_id": poll_id, "option": 3}))["data"]["code"] == "invalid_data"
     assert (await late.request("poll.vote", {"poll_id": "zzz", "option": 0}))["data"]["code"] == "not_found"
     assert (await host.request("poll.vote", {"poll_id": poll_id, "option": 0}))["data"]["code"] == "forbidden"

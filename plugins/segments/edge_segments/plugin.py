@@ -207,9 +207,11 @@ class SegmentsPlugin:
     ) -> None:
         if self.store is None:
             return
-        for poll in self.polls.values():  # a late joiner sees the open polls
+        for poll in self.polls.values():  # a late joiner sees the open polls, counts and own vote
             if poll["room"] == room:
                 edge.send_to(room, participant.identity, "poll.created", _poll_view(poll), connection=connection.id)
+                view = {**_results(poll, closed=False), "voted": poll.get("voters", {}).get(participant.identity)}
+                edge.send_to(room, participant.identity, "poll.results", view, connection=connection.id)
         if participant.role == "viewer" and self.notifier is not None:
             self.notifier.deliver_pending(room, participant.identity, connection.id)
 
@@ -378,6 +380,7 @@ class SegmentsPlugin:
         if not self.store.vote(poll["poll_id"], message.sender.identity, option, now):
             return message.reject("already_voted", "one vote per viewer")
         poll["counts"][option] += 1
+        poll.setdefault("voters", {})[message.sender.identity] = option
         self.poll_news.add(poll["poll_id"])
         self._log_event(now, message.room, message.sender.identity, "interaction", value="poll.vote")
         self._transitions(self.engine.interaction(message.room, message.sender.identity, now))
