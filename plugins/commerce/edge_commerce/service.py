@@ -158,6 +158,7 @@ class Commerce:
                 "order_id": order.order_id,
                 "buyer": order.buyer,
                 "sku": order.sku,
+                "title": order.title,
                 "quantity": order.quantity,
                 "amount": self.rates.to_decimal(order.amount_minor, order.currency),
                 "currency": order.currency,
