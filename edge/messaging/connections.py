@@ -126,7 +126,7 @@ class DataChannelConnection:
         self.room = room
         self.identity = identity
         self.closed = False
-        self._inbox: asyncio.Queue[tuple[str | bytes, bool] | None] = asyncio.Queue(256)
+        self._inbox: asyncio.Queue[tuple[str | bytes, bool]] = asyncio.Queue(256)
 
     def send_text(self, text: str) -> bool:
         if self.closed or self.channel.readyState != "open":
@@ -152,19 +152,16 @@ class DataChannelConnection:
         @self.channel.on("close")
         def on_close() -> None:
             self.closed = True
-            if not self._inbox.full():
-                self._inbox.put_nowait(None)  # wakes the pump so it detaches
+            pump_task.cancel()  # its finally detaches the connection, full inbox or not
 
         async def pump() -> None:
             router.attach(self)
             try:
                 while not self.closed:
-                    item = await self._inbox.get()
-                    if item is None:
-                        break
-                    await router.receive(self, item[0], binary=item[1])
+                    message, binary = await self._inbox.get()
+                    await router.receive(self, message, binary=binary)
             finally:
                 self.closed = True
                 router.detach(self)
 
-        asyncio.ensure_future(pump())
+        pump_task = asyncio.ensure_future(pump())
