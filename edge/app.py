@@ -178,7 +178,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx.node.start()
         await ctx.recorder.start()
-        await ctx.plugins.acall("edge_startup", edge=ctx.edge)
+        # Plugins open databases and connections at start-up: the shutdown budget, not
+        # the per-message one.
+        await ctx.plugins.acall("edge_startup", edge=ctx.edge, budget_s=SHUTDOWN_BUDGET_SECONDS)
         tick = asyncio.ensure_future(ticker())
         log.info("node_started", http=f"{config.http.host}:{config.http.port}", plugins=ctx.plugins.names())
         try:

@@ -138,8 +138,11 @@ class PluginHost:
         self, impl: pluggy.HookImpl, hook: str, coro: Any, budget: float | None = None
     ) -> Any:
         try:
-            return await asyncio.wait_for(coro, budget or self.budget)
-        except asyncio.TimeoutError:
+            # asyncio.timeout runs the hook in the caller's task: no Task per call
+            # (wait_for made one), which matters on the message path.
+            async with asyncio.timeout(budget or self.budget):
+                return await coro
+        except TimeoutError:
             self.timeouts.labels(impl.plugin_name, hook).inc()
             log.warning("plugin_hook_timeout", plugin=impl.plugin_name, hook=hook, budget_s=self.budget)
         except Exception as exc:

@@ -34,7 +34,7 @@ async def test_concurrent_attempts_share_commits(tmp_path: Path, clock: Clock) -
     )
     assert all(o.accepted for o in outcomes)
     transactions, writes = (a - b for a, b in zip(inventory.commit_stats, before))
-    assert writes == 3000 and transactions < 300  # group commit: many attempts per fsync
+    assert writes == 3000 and transactions < 300  # group commit: many orders per fsync
     conn = sqlite3.connect(tmp_path / "fs.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
@@ -49,7 +49,7 @@ async def test_a_failed_commit_answers_unavailable_and_recovers(
     await service.start()
     sale = await live_sale(service, clock, stock=10, limit=10)
     assert (await service.reserve(ROOM, "sku-1", "ann", 2, "ok-1")).accepted
-    monkeypatch.setattr(ledger, "INSERT_ORDER", "INSERT INTO no_such_table VALUES (?)")
+    monkeypatch.setattr(ledger, "INSERT_ORDERS_JSON", "INSERT INTO no_such_table SELECT value FROM json_each(?)")
     failed = await asyncio.gather(*(service.reserve(ROOM, "sku-1", f"b{i}", 1, f"f{i}") for i in range(5)))
     assert {o.reason for o in failed} == {UNAVAILABLE}
     monkeypatch.undo()

@@ -132,6 +132,9 @@ async def test_bad_input_gets_a_reason_and_changes_no_stock(node: FlashNode) -> 
     reused = await buyer.reserve("sku-a", "k9", 2)
     assert reused["type"] == "order.rejected" and reused["data"]["reason"] == "key_reused"
     assert node.sale(room, sale["sale_id"])["reserved"] == 1
+    metrics = node.proc.metrics()  # each attempt counted by its result
+    for result in ("accepted", "unknown_sku", "invalid_quantity", "over_limit", "key_reused"):
+        assert metrics.get(f'edge_flashsale_attempts_total{{result="{result}"}}', 0) >= 1, result
     await close_all([buyer, host])
 
 
@@ -263,6 +266,9 @@ async def test_answers_arrive_even_when_the_hook_runs_over_its_budget(backend: s
         assert {r["data"]["reason"] for r in replies if r["type"] == "order.rejected"} == {"sold_out"}
         assert {o["order_id"] for o in flash.orders(room, sale["sale_id"])} == {
             r["data"]["order_id"] for r in replies if r["type"] == "order.accepted"}
+        winner, won = next((b, r) for b, r in zip(buyers, replies) if r["type"] == "order.accepted")
+        paid = await winner.send("sale.pay", {"order_id": won["data"]["order_id"]})
+        assert paid["type"] == "order.status" and paid["data"]["status"] == "paid"
         timeouts = flash.proc.metrics().get(
             'edge_plugin_timeouts_total{hook="edge_message_received",plugin="flashsale"}', 0)
         assert timeouts > 0  # the late-answer path was taken

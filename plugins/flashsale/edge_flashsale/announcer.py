@@ -76,8 +76,10 @@ class Announcer:
             self._counted[sale.sale_id] = starts_in
             self._countdown(sale, starts_in)
 
-    def outcome(self, sale: Sale, outcome: Outcome) -> None:
+    def outcome(self, sale: Sale | None, outcome: Outcome) -> None:
         """After each attempt: sold out is announced at once."""
+        if sale is None:
+            return
         hit_zero = (outcome.accepted and outcome.remaining == 0) or outcome.reason == SOLD_OUT
         if hit_zero and sale.sale_id not in self._sold_out and outcome.remaining == 0:
             self._announce_sold_out(sale)

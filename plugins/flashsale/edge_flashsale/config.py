@@ -19,7 +19,6 @@ class FlashSaleConfig:
     order_rate: tuple[int, float] = (10, 10.0)  # sale.pay / sale.cancel per viewer
     client_payment: bool = True  # accept sale.pay from clients (local runs, until commerce pays)
     idempotency_ttl_seconds: float = 86400.0
-    reconcile: bool = True  # Redis: this node copies the order log into its ledger
     reconcile_interval_seconds: float = 1.0
 
 
@@ -89,7 +88,6 @@ def parse_config(section: Mapping[str, Any], data_dir: Path) -> FlashSaleConfig:
     for key in ("reserve_rate", "order_rate"):
         if key in section:
             values[key] = _rate(section, key)
-    for key in ("client_payment", "reconcile"):
-        if key in section:
-            values[key] = _bool(section, key)
+    if "client_payment" in section:
+        values["client_payment"] = _bool(section, "client_payment")
     return FlashSaleConfig(**values)

@@ -4,7 +4,8 @@ Every ``sale.reserve`` is answered to its sender with ``order.accepted`` or
 ``order.rejected`` (with ``reply_to`` = the envelope's id). If the hook runs over
 the node's plugin time budget and is cancelled, the attempt is not lost: it is
 asked again with the same idempotency key in a task of its own (which gets the
-identical outcome) and the answer is sent with ``edge.send_to``.
+identical outcome) and the answer is sent with ``edge.send_to`` to the sending
+connection. ``sale.pay`` / ``sale.cancel`` do the same (an order moves once).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.plugins.api import Edge, MessageContext
 
-from .inventory import InventoryError, UnknownOrder
+from .inventory import InventoryError, Order, UnknownOrder
 from .messages import CANCEL, PAY, RESERVE
 from .replies import order_status, outcome_reply
 from .service import FlashSales
@@ -30,31 +31,44 @@ async def reserve(service: FlashSales, edge: Edge, message: MessageContext) -> N
     try:
         outcome = await service.reserve(room, sku, user, quantity, key)
     except asyncio.CancelledError:
-        asyncio.ensure_future(_late_answer(service, edge, room, user, sku, quantity, key, message.envelope.id))
+        connection = getattr(message, "connection_id", "") or None  # older nodes: every connection of the user
+        asyncio.ensure_future(
+            _late_answer(service, edge, room, user, sku, quantity, key, message.envelope.id, connection)
+        )
         raise
     message.reply(*outcome_reply(outcome, key))
 
 
 async def _late_answer(service: FlashSales, edge: Edge, room: str, user: str, sku: str, quantity: Any,
-                       key: str, reply_to: str | None) -> None:
+                       key: str, reply_to: str | None, connection: str | None) -> None:
     outcome = await service.reserve(room, sku, user, quantity, key)  # the same key: the same answer
     kind, data = outcome_reply(outcome, key)
     if reply_to is not None:
         data["reply_to"] = reply_to
-    edge.send_to(room, user, kind, data)
+    edge.send_to(room, user, kind, data, connection=connection)
 
 
-async def settle(service: FlashSales, message: MessageContext, action: str) -> None:
+async def settle(service: FlashSales, edge: Edge, message: MessageContext, action: str) -> None:
     order_id = message.envelope.data["order_id"]
     order = await service.order(order_id)
     if order is None or order.user != message.sender.identity or order.room != message.room:
         message.reject("not_found", f"you have no order {order_id!r} in this room")
         return
-    if action == PAY:
-        status = await service.confirm_payment(order_id)
-    else:
-        status = await service.cancel(order_id)
+    move = service.confirm_payment if action == PAY else service.cancel
+    try:
+        status = await move(order_id)
+    except asyncio.CancelledError:  # over the budget: moving an order again is harmless, answer late
+        connection = getattr(message, "connection_id", "") or None
+        asyncio.ensure_future(_late_status(edge, move, order, message.envelope.id, connection))
+        raise
     message.reply("order.status", order_status(order, status))
+
+
+async def _late_status(edge: Edge, move: Any, order: Order, reply_to: str | None, connection: str | None) -> None:
+    data = order_status(order, await move(order.order_id))
+    if reply_to is not None:
+        data["reply_to"] = reply_to
+    edge.send_to(order.room, order.user, "order.status", data, connection=connection)
 
 
 async def handle(plugin: "FlashSalePlugin", edge: Edge, message: MessageContext) -> None:
@@ -69,7 +83,7 @@ async def handle(plugin: "FlashSalePlugin", edge: Edge, message: MessageContext)
         await reserve(service, edge, message)
         return
     try:
-        await settle(service, message, kind)
+        await settle(service, edge, message, kind)
     except UnknownOrder:
         message.reject("not_found", "no such order")
     except InventoryError:

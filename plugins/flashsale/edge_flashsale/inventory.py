@@ -12,7 +12,7 @@ Times are Unix seconds (``float``) inside the plugin; messages and REST carry mi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol
+from typing import Iterable, NamedTuple, Protocol
 
 # Reason codes of a rejected attempt (``Outcome.reason``), sent as ``order.rejected`` data.reason.
 UNKNOWN_SKU = "unknown_sku"  # no sale for this SKU in this room
@@ -51,7 +51,6 @@ RESERVED = "reserved"
 PAID = "paid"
 EXPIRED = "expired"
 CANCELLED = "cancelled"
-FINAL = frozenset({PAID, EXPIRED, CANCELLED})
 
 MAX_QUANTITY = 1_000_000
 
@@ -90,8 +89,7 @@ class Sale:
         return starts_at < self.ends_at and self.starts_at < ends_at
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveRequest:
+class ReserveRequest(NamedTuple):
     room: str
     sku: str
     user: str
@@ -104,12 +102,13 @@ class ReserveRequest:
         return f"{self.room}\x1f{self.sku}\x1f{self.user}\x1f{self.quantity}"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """The answer to one attempt (a tuple: cheap to make on the hot path, immutable, compared by value)."""
+
     accepted: bool
     reason: str | None = None
     order_id: str | None = None
-    expires_at: float | None = None
+    expires_at: float | None = None  # Unix seconds
     remaining: int | None = None
     sale_id: str | None = None
     sku: str | None = None
@@ -120,16 +119,6 @@ class Outcome:
                sku: str | None = None, quantity: int = 0) -> "Outcome":
         return cls(False, reason, None, None, remaining, sale.sale_id if sale else None,
                    sale.sku if sale else sku, quantity)
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "a": self.accepted, "r": self.reason, "o": self.order_id, "e": self.expires_at,
-            "n": self.remaining, "s": self.sale_id, "k": self.sku, "q": self.quantity,
-        }
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> "Outcome":
-        return cls(rec["a"], rec["r"], rec["o"], rec["e"], rec["n"], rec["s"], rec["k"], rec["q"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,21 +34,27 @@ CREATE TABLE IF NOT EXISTS sales (
 CREATE INDEX IF NOT EXISTS sales_room_sku ON sales (room, sku);
 CREATE TABLE IF NOT EXISTS orders (
     order_id TEXT PRIMARY KEY,
-    sale_id TEXT NOT NULL REFERENCES sales (sale_id),
+    sale_id TEXT NOT NULL,
     user TEXT NOT NULL,
     quantity INTEGER NOT NULL CHECK (quantity > 0),
     status TEXT NOT NULL CHECK (status IN ('reserved', 'paid', 'expired', 'cancelled')),
     idem_key TEXT NOT NULL,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    body TEXT,  -- the attempt's idempotency body (embedded backend)
+    remaining_after INTEGER  -- stock left right after it, as answered (embedded backend)
 );
 CREATE INDEX IF NOT EXISTS orders_sale_status ON orders (sale_id, status);
+-- Refusals remembered under their key (an accepted attempt's record is its order row).
 CREATE TABLE IF NOT EXISTS idempotency (
     user TEXT NOT NULL,
     key TEXT NOT NULL,
     body TEXT NOT NULL,
-    outcome TEXT NOT NULL,
+    sale_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    remaining INTEGER,
+    quantity INTEGER NOT NULL,
     created_at REAL NOT NULL,
     PRIMARY KEY (user, key)
 ) WITHOUT ROWID;
@@ -68,18 +74,35 @@ INSERT_ORDER = (
 )
 # Only a reserved order moves, and only once: replaying a transition is a no-op.
 UPDATE_STATUS = "UPDATE orders SET status = ?, updated_at = ? WHERE order_id = ? AND status = 'reserved'"
-UPSERT_IDEMPOTENCY = (
-    "INSERT OR REPLACE INTO idempotency (user, key, body, outcome, created_at) VALUES (?, ?, ?, ?, ?)"
+
+# The group committer's batch statements: one JSON array of rows per statement, so
+# a whole batch is one bind and one step, done in C without the GIL (the event
+# loop keeps running while the writer thread inserts). ``->>`` needs SQLite 3.38.
+INSERT_ORDERS_JSON = (
+    f"INSERT INTO orders ({ORDER_COLUMNS}, updated_at, body, remaining_after) "
+    "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, "
+    "value->>6, value->>8, value->>9 FROM json_each(?)"
 )
+UPSERT_IDEMPOTENCY_JSON = (
+    "INSERT OR REPLACE INTO idempotency (user, key, body, sale_id, reason, remaining, quantity, created_at) "
+    "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 "
+    "FROM json_each(?)"
+)
+UPDATE_STATUS_JSON = (
+    "UPDATE orders SET status = j.value->>0, updated_at = j.value->>1 "
+    "FROM json_each(?) AS j WHERE orders.order_id = j.value->>2 AND orders.status = 'reserved'"
+)
+MIN_SQLITE = (3, 38, 0)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, fsync on commit."""
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old; the ledger needs 3.38 or later")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"{path} has schema version {version}; this plugin knows {SCHEMA_VERSION}")

@@ -19,6 +19,7 @@ from .config import FlashSaleConfig, parse_config
 from .handlers import handle
 from .inventory import Inventory
 from .messages import message_types
+from .metrics import FlashSaleMetrics
 from .replies import ms, order_status, price
 from .routes import routes
 from .service import FlashSales
@@ -34,12 +35,11 @@ def make_inventory(config: FlashSaleConfig, log: Any = None) -> Inventory:
 
         return RedisInventory(
             config.redis_url, Path(config.db_path), prefix=config.redis_prefix,
-            idempotency_ttl=config.idempotency_ttl_seconds, reconcile=config.reconcile,
-            reconcile_interval=config.reconcile_interval_seconds, log=log,
+            idempotency_ttl=config.idempotency_ttl_seconds, reconcile_interval=config.reconcile_interval_seconds, log=log,
         )
     from .sqlite_backend import SqliteInventory
 
-    return SqliteInventory(Path(config.db_path))
+    return SqliteInventory(Path(config.db_path), idempotency_ttl=config.idempotency_ttl_seconds)
 
 
 class FlashSalePlugin:
@@ -52,6 +52,7 @@ class FlashSalePlugin:
         self._starting: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._pruned_at = 0.0
+        self.metrics: FlashSaleMetrics | None = None
 
     @hookimpl
     def edge_configure(self, edge: Edge, config: dict[str, Any]) -> None:
@@ -78,6 +79,9 @@ class FlashSalePlugin:
             idempotency_ttl=self.config.idempotency_ttl_seconds, log=self._log,
         )
         edge.provide(NAME, self.service)
+        if self.metrics is None:  # one set per registry (a node builds it once)
+            self.metrics = FlashSaleMetrics(edge.metrics_registry)
+        self.service.on_outcome(self.metrics.outcome)
         self.announcer = Announcer(self.service, edge.broadcast, hz=self.config.stock_update_hz, log=self._log)
         # Opening may take longer than the hook's budget (Redis reconciliation):
         # it runs as a task; the hook waits for it only while the budget allows.
@@ -152,7 +156,10 @@ class FlashSalePlugin:
         service = self.service
         assert service is not None
         try:
-            for order in await service.expire_due(now):
+            expired = await service.expire_due(now)
+            if self.metrics is not None:
+                self.metrics.expired_orders(expired)
+            for order in expired:
                 edge.send_to(order.room, order.user, "order.status", order_status(order, "expired"))
             if now - self._pruned_at >= PRUNE_EVERY:
                 self._pruned_at = now

@@ -3,8 +3,8 @@
 The gate lives in Redis: ``lua/reserve.lua`` checks idempotency, window, limits
 and stock, decrements, records the order and its hold, and appends the order to
 a log stream, all in one script (Redis runs a script to completion before any
-other command). Attempts arriving together are sent in one pipeline (one round
-trip, one AOF fsync for all of them with ``appendfsync always``).
+other command). Attempts arriving together are pipelined on one connection
+(pipeline.py: one write, one AOF fsync for all of them with ``appendfsync always``).
 
 Durability, in two layers:
 
@@ -31,9 +31,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import ledger
 from .groupcommit import GroupCommitter
@@ -69,14 +72,12 @@ class RedisInventory:
         *,
         prefix: str = "fs",
         idempotency_ttl: float = 86400.0,
-        reconcile: bool = True,
         reconcile_interval: float = 1.0,
         log: Any = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.idempotency_ttl = int(idempotency_ttl)
-        self.reconcile_enabled = reconcile
         self.reconcile_interval = reconcile_interval
         self._log = log
         self._ledger = GroupCommitter(ledger_path)
@@ -112,20 +113,21 @@ class RedisInventory:
         sales = await self._ledger.read(ledger.load_sales)
         self._sales = {s.sale_id: s for s in sales}
         # Blocking pool: a burst waits for a connection instead of failing.
+        # Reads and recovery are idempotent: a connection Redis dropped (a restart) is retried.
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, decode_responses=True, max_connections=32, timeout=10
+            self.url, decode_responses=True, max_connections=32, timeout=10,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError],
         )
         self._redis = aioredis.Redis(connection_pool=pool)
-        self._pipe = Pipeliner(self._redis)
+        self._pipe = Pipeliner(self.url)
         try:
             await self._redis.ping()
             await self._load_scripts()
-            if self.reconcile_enabled:
-                await self._recover()
+            await self._recover()
         except RedisError as exc:
             raise InventoryError(f"redis at {self.url}: {exc}") from exc
-        if self.reconcile_enabled:
-            self._reconciler = asyncio.ensure_future(self._reconcile_loop())
+        self._reconciler = asyncio.ensure_future(self._reconcile_loop())
         return sales
 
     async def close(self) -> None:
@@ -137,10 +139,12 @@ class RedisInventory:
                 pass
             self._reconciler = None
         try:
-            if self.reconcile_enabled and self._redis is not None:
+            if self._redis is not None:
                 await self._drain()
         except (RedisError, OSError) as exc:
             self._warn("redis_final_reconcile_failed", error=repr(exc))
+        if self._pipe is not None:
+            await self._pipe.close()
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -148,12 +152,12 @@ class RedisInventory:
 
     async def _load_scripts(self, seen: int | None = None) -> None:
         """(Re)load the scripts; callers that saw generation ``seen`` fail share one reload."""
-        assert self._redis is not None
+        assert self._pipe is not None
         async with self._script_lock:
             if seen is not None and seen != self._script_generation:
                 return  # someone reloaded them meanwhile
             for name, source in self._sources.items():
-                self._sha[name] = await self._redis.script_load(source)
+                self._sha[name] = await self._pipe.call("SCRIPT", "LOAD", source)
             self._script_generation += 1
 
     def _warn(self, event: str, **kw: Any) -> None:
@@ -226,7 +230,7 @@ class RedisInventory:
         pipe.hset(meta, mapping={
             **self._static_fields(sale),
             "remaining": sale.stock - counts["reserved"] - counts["sold"],
-            "orders": len(orders), **counts,
+            "sold": counts["sold"], "expired": counts["expired"], "cancelled": counts["cancelled"],
         })
         if held:
             pipe.hset(held_key, mapping=held)
@@ -285,8 +289,7 @@ class RedisInventory:
         meta = self._sale_keys(sale.sale_id)[0]
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(meta, mapping=self._static_fields(sale))
-        for field, value in (("remaining", sale.stock), ("reserved", 0), ("sold", 0), ("orders", 0),
-                             ("expired", 0), ("cancelled", 0)):
+        for field, value in (("remaining", sale.stock), ("sold", 0), ("expired", 0), ("cancelled", 0)):
             pipe.hsetnx(meta, field, value)
         try:
             await pipe.execute()
@@ -294,16 +297,26 @@ class RedisInventory:
             raise InventoryError(f"redis: {exc}") from exc
 
     async def _eval(self, script: str, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """EVALSHA on the pipelined connection. Retried once when the script cache was
+        lost (NOSCRIPT: it did not run) or the connection broke (it may have run: every
+        script here is idempotent, so running it again gives the same answer)."""
         assert self._pipe is not None
-        try:
+        last: Exception | None = None
+        for _ in range(3):
             generation = self._script_generation
             try:
                 return await self._pipe.call("EVALSHA", self._sha[script], len(keys), *keys, *args)
-            except NoScriptError:  # Redis restarted and lost its script cache: it did not run
-                await self._load_scripts(generation)
-                return await self._pipe.call("EVALSHA", self._sha[script], len(keys), *keys, *args)
-        except (RedisError, OSError) as exc:
-            raise InventoryError(f"redis: {exc!r}") from exc
+            except NoScriptError as exc:  # Redis restarted and lost its script cache
+                last = exc
+                try:
+                    await self._load_scripts(generation)
+                except (RedisError, OSError) as reload_error:
+                    raise InventoryError(f"redis: {reload_error!r}") from reload_error
+            except (RedisError, OSError) as exc:  # OSError includes ConnectionError
+                if last is not None and not isinstance(last, NoScriptError):
+                    raise InventoryError(f"redis: {exc!r}") from exc
+                last = exc
+        raise InventoryError(f"redis: {last!r}")
 
     async def reserve(self, sale: Sale, request: ReserveRequest, order_id: str, now: float) -> Outcome:
         meta, held, orders, holds = self._sale_keys(sale.sale_id)
@@ -323,14 +336,18 @@ class RedisInventory:
             if result[1] == UNKNOWN_SKU:
                 return Outcome.reject(UNKNOWN_SKU, sku=request.sku, quantity=request.quantity)
             return Outcome.reject(result[1], remaining=remaining, sale=sale, quantity=request.quantity)
-        record = orjson.loads(result[1])
-        if record["b"] != body:
+        record: str = result[1]
+        if record.startswith("A|"):
+            _, oid, expires, left, sale_id, qty, first_body = record.split("|", 6)
+            if first_body != body:
+                return Outcome.reject(KEY_REUSED, sale=sale, quantity=request.quantity)
+            first = self._sales.get(sale_id, sale)
+            return Outcome(True, None, oid, int(expires) / 1000.0, int(left), first.sale_id, first.sku, int(qty))
+        _, reason, left, sale_id, qty, first_body = record.split("|", 5)
+        if first_body != body:
             return Outcome.reject(KEY_REUSED, sale=sale, quantity=request.quantity)
-        first = self._sales.get(record["s"], sale)
-        if "o" in record:
-            return Outcome(True, None, record["o"], int(record["e"]) / 1000.0, int(record["n"]),
-                           first.sale_id, first.sku, int(record["q"]))
-        return Outcome.reject(record["r"], remaining=int(record["n"]), sale=first, quantity=int(record["q"]))
+        first = self._sales.get(sale_id, sale)
+        return Outcome.reject(reason, remaining=int(left), sale=first, quantity=int(qty))
 
     def _sale_of(self, order_id: str) -> Sale:
         sale = self._sales.get(order_id.split(".", 1)[0])
@@ -368,13 +385,17 @@ class RedisInventory:
     # reads --------------------------------------------------------------------------
 
     async def _redis_counters(self, sale: Sale) -> Counters | None:
+        """Reserved is what is neither sold nor left; orders is the size of the orders hash."""
         assert self._redis is not None
-        meta = self._sale_keys(sale.sale_id)[0]
-        values = await self._redis.hmget(meta, "remaining", "reserved", "sold", "orders", "expired", "cancelled")
+        meta, _, orders_key, _ = self._sale_keys(sale.sale_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hmget(meta, "remaining", "sold", "expired", "cancelled")
+        pipe.hlen(orders_key)
+        values, orders = await pipe.execute()
         if values[0] is None:
             return None
-        remaining, reserved, sold, orders, expired, cancelled = (int(v or 0) for v in values)
-        return Counters(sale.stock, sold, reserved, remaining, orders, expired, cancelled)
+        remaining, sold, expired, cancelled = (int(v or 0) for v in values)
+        return Counters(sale.stock, sold, sale.stock - sold - remaining, remaining, int(orders), expired, cancelled)
 
     async def remaining(self, sale_ids: list[str]) -> dict[str, int]:
         assert self._redis is not None
@@ -397,7 +418,7 @@ class RedisInventory:
         return found or Counters(sale.stock, 0, 0, sale.stock, 0)
 
     async def orders(self, sale: Sale) -> list[Order]:
-        """The sale's orders as Redis has them (``ledger_orders`` for the SQLite copy)."""
+        """The sale's orders as Redis has them (the ledger has them too, after ``sync``)."""
         assert self._redis is not None
         try:
             raw = await self._redis.hgetall(self._sale_keys(sale.sale_id)[2])
@@ -405,11 +426,6 @@ class RedisInventory:
             raise InventoryError(f"redis: {exc!r}") from exc
         found = [_order_from_record(sale, oid, rec) for oid, rec in raw.items()]
         return sorted(found, key=lambda o: (o.created_at, o.order_id))
-
-    async def ledger_orders(self, sale: Sale) -> list[Order]:
-        await self._drain()
-        sales = dict(self._sales)
-        return await self._ledger.read(lambda c: ledger.load_orders(c, sales, sale.sale_id))
 
     async def order(self, order_id: str) -> Order | None:
         assert self._redis is not None
@@ -429,14 +445,14 @@ def _ms(seconds: float) -> int:
 
 
 def _order_record(o: Order) -> str:
-    return orjson.dumps({"u": o.user, "q": o.quantity, "st": o.status, "e": _ms(o.expires_at),
-                         "c": _ms(o.created_at), "k": o.key}).decode()
+    """status|quantity|expires (ms)|created (ms)|key|user (as lua/reserve.lua writes it)."""
+    return f"{o.status}|{o.quantity}|{_ms(o.expires_at)}|{_ms(o.created_at)}|{o.key}|{o.user}"
 
 
 def _order_from_record(sale: Sale, order_id: str, raw: str) -> Order:
-    rec = orjson.loads(raw)
-    return Order(order_id, sale.sale_id, sale.room, sale.sku, str(rec["u"]), int(rec["q"]), rec["st"],
-                 int(rec["c"]) / 1000.0, int(rec["e"]) / 1000.0, str(rec["k"]))
+    status, quantity, expires, created, key, user = raw.split("|", 5)
+    return Order(order_id, sale.sale_id, sale.room, sale.sku, user, int(quantity), status,
+                 int(created) / 1000.0, int(expires) / 1000.0, key)
 
 
 def _apply_log(conn: sqlite3.Connection, rows: list[dict[str, str]], last: str) -> None:

@@ -48,7 +48,7 @@ MAX_HOLD = 86400.0
 # Sales whose holds may still run out are swept; after that a sale is history.
 SWEEP_AFTER_END = MAX_HOLD
 
-Listener = Callable[[Sale, Outcome], None]
+Listener = Callable[[Sale | None, Outcome], None]
 
 
 class UnknownSale(LookupError):
@@ -94,7 +94,8 @@ class FlashSales:
         await self.inventory.close()
 
     def on_outcome(self, listener: Listener) -> None:
-        """Call ``listener(sale, outcome)`` after every attempt that reached a sale."""
+        """Call ``listener(sale, outcome)`` after every attempt (``sale`` is None when
+        the attempt was refused before a sale was found: bad input, unknown SKU)."""
         self._listeners.append(listener)
 
     def on_sale_created(self, listener: Callable[[Sale], None]) -> None:
@@ -203,28 +204,32 @@ class FlashSales:
     async def reserve(self, room: str, sku: str, user: str, quantity: Any, idempotency_key: Any) -> Outcome:
         """One buyer's attempt. The same key with the same (room, sku, user, quantity)
         returns the identical outcome; with a different body, ``key_reused``."""
-        if not isinstance(idempotency_key, str) or not KEY_PATTERN.match(idempotency_key):
-            return Outcome.reject(INVALID_KEY, sku=_str(sku), quantity=_int(quantity))
-        if not _whole(quantity) or not 1 <= quantity <= MAX_QUANTITY:
-            return Outcome.reject(INVALID_QUANTITY, sku=_str(sku), quantity=_int(quantity))
-        if not isinstance(sku, str) or not isinstance(user, str) or not user:
-            return Outcome.reject(UNKNOWN_SKU, sku=_str(sku), quantity=quantity)
-        now = self.clock()
-        sale = self.current_sale(room, sku, now)
-        if sale is None:
-            return Outcome.reject(UNKNOWN_SKU, sku=sku, quantity=quantity)
-        if not self.ready:
-            return Outcome.reject(UNAVAILABLE, sale=sale, quantity=quantity)
-        request = ReserveRequest(room, sku, user, int(quantity), idempotency_key)
-        try:
-            outcome = await self.inventory.reserve(sale, request, self._new_order_id(sale), now)
-        except InventoryError as exc:
-            if self._log is not None:
-                self._log.warning("flashsale_unavailable", error=str(exc))
-            return Outcome.reject(UNAVAILABLE, sale=sale, quantity=quantity)
+        sale, outcome = await self._reserve(room, sku, user, quantity, idempotency_key)
         for listener in self._listeners:
             listener(sale, outcome)
         return outcome
+
+    async def _reserve(self, room: str, sku: str, user: str, quantity: Any,
+                       idempotency_key: Any) -> tuple[Sale | None, Outcome]:
+        if not isinstance(idempotency_key, str) or not KEY_PATTERN.match(idempotency_key):
+            return None, Outcome.reject(INVALID_KEY, sku=_str(sku), quantity=_int(quantity))
+        if not _whole(quantity) or not 1 <= quantity <= MAX_QUANTITY:
+            return None, Outcome.reject(INVALID_QUANTITY, sku=_str(sku), quantity=_int(quantity))
+        if not isinstance(sku, str) or not isinstance(user, str) or not user:
+            return None, Outcome.reject(UNKNOWN_SKU, sku=_str(sku), quantity=quantity)
+        now = self.clock()
+        sale = self.current_sale(room, sku, now)
+        if sale is None:
+            return None, Outcome.reject(UNKNOWN_SKU, sku=sku, quantity=quantity)
+        if not self.ready:
+            return sale, Outcome.reject(UNAVAILABLE, sale=sale, quantity=quantity)
+        request = ReserveRequest(room, sku, user, int(quantity), idempotency_key)
+        try:
+            return sale, await self.inventory.reserve(sale, request, self._new_order_id(sale), now)
+        except InventoryError as exc:
+            if self._log is not None:
+                self._log.warning("flashsale_unavailable", error=str(exc))
+            return sale, Outcome.reject(UNAVAILABLE, sale=sale, quantity=quantity)
 
     async def confirm_payment(self, order_id: str) -> str:
         """Payment for ``order_id`` succeeded: ``"paid"`` if its hold was still on (or it

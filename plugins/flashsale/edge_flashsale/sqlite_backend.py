@@ -20,11 +20,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
-
-import orjson
 
 from . import ledger
 from .groupcommit import GroupCommitter
@@ -85,8 +84,9 @@ REBUILDING = "the ledger image is being rebuilt after a failed write"
 class SqliteInventory:
     name = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, idempotency_ttl: float = 86400.0) -> None:
         self.path = Path(path)
+        self.idempotency_ttl = idempotency_ttl
         self._journal = GroupCommitter(self.path, on_failure=self._failed)
         self._sales: dict[str, Sale] = {}
         self._stock: dict[str, _Stock] = {}
@@ -107,7 +107,8 @@ class SqliteInventory:
         await self._journal.close()
 
     async def _load(self) -> None:
-        image = await self._journal.read(_read_image)
+        cutoff = time.time() - self.idempotency_ttl
+        image = await self._journal.read(lambda conn: _read_image(conn, cutoff))
         self._sales = {s.sale_id: s for s in image["sales"]}
         self._stock = {}
         for sale in image["sales"]:
@@ -123,10 +124,16 @@ class SqliteInventory:
             self._orders[order.order_id] = order
             self._expiry.append((order.expires_at, order.order_id))
         heapq.heapify(self._expiry)
-        self._idem = {
-            (user, key): _Idem(body, Outcome.from_record(orjson.loads(outcome)), created_at, None)
-            for user, key, body, outcome, created_at in image["idempotency"]
-        }
+        self._idem = {}
+        for user, key, body, sale_id, reason, remaining, quantity, created_at in image["refusals"]:
+            sale = self._sales.get(sale_id)
+            outcome = Outcome(False, reason, None, None, remaining, sale_id, sale.sku if sale else None, quantity)
+            self._idem[(user, key)] = _Idem(body, outcome, created_at, None)
+        for order_id, sale_id, user, key, body, quantity, expires_at, remaining, created_at in image["accepted"]:
+            sale = self._sales.get(sale_id)
+            outcome = Outcome(True, None, order_id, expires_at, remaining, sale_id, sale.sku if sale else None,
+                              quantity)
+            self._idem[(user, key)] = _Idem(body, outcome, created_at, None)
 
     def _failed(self, exc: BaseException) -> None:
         # Decisions queued behind the failed batch were answered "unavailable";
@@ -152,8 +159,7 @@ class SqliteInventory:
 
     async def create_sale(self, sale: Sale) -> None:
         row = ledger.sale_row(sale)
-        durable = self._journal.submit(lambda conn: conn.execute(ledger.INSERT_SALE, row))
-        await asyncio.shield(durable)
+        await self._journal.submit(lambda conn: conn.execute(ledger.INSERT_SALE, row))
         self._sales[sale.sale_id] = sale
         self._stock[sale.sale_id] = _Stock(sale, sale.stock)
 
@@ -164,7 +170,7 @@ class SqliteInventory:
             if known.body != request.body:
                 return Outcome.reject(KEY_REUSED, sale=sale, quantity=request.quantity)
             if known.durable is not None and not known.durable.done():
-                await asyncio.shield(known.durable)  # a concurrent duplicate: one answer
+                await known.durable  # a concurrent duplicate: one answer (Durable: not cancellable)
             elif known.durable is not None and known.durable.exception() is not None:
                 raise InventoryError("the first attempt with this key failed")
             return known.outcome
@@ -178,10 +184,12 @@ class SqliteInventory:
         reason = decide(sale, quantity, held, stock.remaining, now)
         if reason is not None and reason not in STORED_REJECTIONS:
             return Outcome.reject(reason, remaining=stock.remaining, sale=sale, quantity=quantity)
+        body = request.body
         if reason is not None:
             outcome = Outcome.reject(reason, remaining=stock.remaining, sale=sale, quantity=quantity)
-            idem_row = (request.user, request.key, request.body, orjson.dumps(outcome.to_record()).decode(), now)
-            durable = self._journal.submit(lambda conn: conn.execute(ledger.UPSERT_IDEMPOTENCY, idem_row))
+            durable = self._journal.add_idem(
+                (request.user, request.key, body, sale.sale_id, reason, stock.remaining, quantity, now)
+            )
         else:
             stock.remaining -= quantity
             stock.reserved += quantity
@@ -192,12 +200,13 @@ class SqliteInventory:
             self._orders[order_id] = order
             heapq.heappush(self._expiry, (expires_at, order_id))
             outcome = Outcome(True, None, order_id, expires_at, stock.remaining, sale.sale_id, sale.sku, quantity)
-            order_row = (order_id, sale.sale_id, request.user, quantity, RESERVED, request.key, now, expires_at, now)
-            idem_row = (request.user, request.key, request.body, orjson.dumps(outcome.to_record()).decode(), now)
-            durable = self._journal.submit(lambda conn: _insert_order(conn, order_row, idem_row))
-        self._idem[ident] = entry = _Idem(request.body, outcome, now, durable)
+            durable = self._journal.add_order(
+                (order_id, sale.sale_id, request.user, quantity, RESERVED, request.key, now, expires_at, body,
+                 stock.remaining)
+            )
+        self._idem[ident] = entry = _Idem(body, outcome, now, durable)
         try:
-            await asyncio.shield(durable)
+            await durable  # shared by the batch; a Durable is not cancelled by one waiter
         finally:
             if durable.done() and durable.exception() is None:
                 entry.durable = None
@@ -243,13 +252,12 @@ class SqliteInventory:
                 stock.expired += 1
             else:
                 stock.cancelled += 1
-        args = (target, now, order.order_id)
-        self._journal.submit(lambda conn: conn.execute(ledger.UPDATE_STATUS, args))
+        self._journal.add_move(target, now, order.order_id)
 
     async def _durable(self) -> None:
         barrier = self._journal.barrier()
         if barrier is not None:
-            await asyncio.shield(barrier)
+            await barrier
 
     async def expire_due(self, sales: Iterable[Sale], now: float) -> list[Order]:
         if self._broken:
@@ -315,13 +323,9 @@ class SqliteInventory:
         return self._journal.batches, self._journal.writes
 
 
-def _insert_order(conn: sqlite3.Connection, order_row: tuple[Any, ...], idem_row: tuple[Any, ...]) -> None:
-    conn.execute(ledger.INSERT_ORDER, order_row)
-    conn.execute(ledger.UPSERT_IDEMPOTENCY, idem_row)
-
-
-def _read_image(conn: sqlite3.Connection) -> dict[str, Any]:
-    """Everything the in-memory image needs, read in one transaction."""
+def _read_image(conn: sqlite3.Connection, cutoff: float) -> dict[str, Any]:
+    """Everything the in-memory image needs, read in one transaction; idempotency
+    records (refusals, and accepted orders' rows) created after ``cutoff``."""
     conn.execute("BEGIN")
     try:
         sales = ledger.load_sales(conn)
@@ -334,8 +338,13 @@ def _read_image(conn: sqlite3.Connection) -> dict[str, Any]:
                 "SELECT order_id, sale_id, user, quantity, status, created_at, expires_at, idem_key "
                 "FROM orders WHERE status = 'reserved'"
             ).fetchall(),
-            "idempotency": conn.execute(
-                "SELECT user, key, body, outcome, created_at FROM idempotency"
+            "refusals": conn.execute(
+                "SELECT user, key, body, sale_id, reason, remaining, quantity, created_at FROM idempotency "
+                "WHERE created_at >= ?", (cutoff,)
+            ).fetchall(),
+            "accepted": conn.execute(
+                "SELECT order_id, sale_id, user, idem_key, body, quantity, expires_at, remaining_after, created_at "
+                "FROM orders WHERE body IS NOT NULL AND created_at >= ?", (cutoff,)
             ).fetchall(),
         }
     finally:

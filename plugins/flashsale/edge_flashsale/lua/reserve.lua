@@ -1,13 +1,18 @@
 -- One reservation attempt, atomically (Redis runs a script to completion before
 -- anything else): idempotency, sale window, per-user limit, stock; then the
 -- decrement, the order, its hold, its log entry and the idempotency record.
--- The same rules as inventory.decide() (a test keeps them in step).
+-- The same rules as inventory.decide() (the model test holds both to them).
 --
 -- KEYS: 1 sale hash, 2 per-user held hash, 3 orders hash, 4 holds zset,
 --       5 idempotency record, 6 order log stream
 -- ARGV: 1 user, 2 quantity, 3 key, 4 body, 5 order id, 6 now (ms),
 --       7 idempotency ttl (s), 8 sale id
 -- Returns {'dup', record} | {'no', reason, remaining} | {'ok', order id, expires (ms), remaining}
+--
+-- Records are '|'-separated with the free-form part last:
+--   order:       status|quantity|expires|created|key|user
+--   idempotency: A|order id|expires|remaining|sale id|quantity|body
+--                R|reason|remaining|sale id|quantity|body
 local rec = redis.call('GET', KEYS[5])
 if rec then
   return {'dup', rec}
@@ -17,7 +22,6 @@ if not m[1] or not m[3] then
   return {'no', 'unknown_sku', '-1'}
 end
 local now = tonumber(ARGV[6])
-local remaining = tonumber(m[3])
 if now < tonumber(m[1]) then
   return {'no', 'not_started', m[3]}
 end
@@ -29,6 +33,7 @@ local limit = tonumber(m[4])
 if qty > limit then
   return {'no', 'over_limit', m[3]}
 end
+local remaining = tonumber(m[3])
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local reason = false
 if held + qty > limit then
@@ -39,20 +44,19 @@ elseif remaining < qty then
   reason = 'insufficient_stock'
 end
 if reason then
-  redis.call('SET', KEYS[5], cjson.encode({b = ARGV[4], r = reason, n = remaining, s = ARGV[8], q = qty}),
+  redis.call('SET', KEYS[5], 'R|' .. reason .. '|' .. m[3] .. '|' .. ARGV[8] .. '|' .. ARGV[2] .. '|' .. ARGV[4],
              'EX', ARGV[7])
-  return {'no', reason, tostring(remaining)}
+  return {'no', reason, m[3]}
 end
-remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
-redis.call('HINCRBY', KEYS[1], 'reserved', qty)
-redis.call('HINCRBY', KEYS[1], 'orders', 1)
+local left = tostring(redis.call('HINCRBY', KEYS[1], 'remaining', -qty))
 redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
 local expires = string.format('%d', now + tonumber(m[5]))
 redis.call('HSET', KEYS[3], ARGV[5],
-           cjson.encode({u = ARGV[1], q = qty, st = 'reserved', e = tonumber(expires), c = now, k = ARGV[3]}))
+           'reserved|' .. ARGV[2] .. '|' .. expires .. '|' .. ARGV[6] .. '|' .. ARGV[3] .. '|' .. ARGV[1])
 redis.call('ZADD', KEYS[4], expires, ARGV[5])
 redis.call('XADD', KEYS[6], '*', 'op', 'reserve', 'o', ARGV[5], 's', ARGV[8], 'u', ARGV[1],
            'q', ARGV[2], 'e', expires, 'c', ARGV[6], 'k', ARGV[3])
-redis.call('SET', KEYS[5], cjson.encode({b = ARGV[4], o = ARGV[5], e = tonumber(expires), n = remaining, s = ARGV[8], q = qty}),
+redis.call('SET', KEYS[5],
+           'A|' .. ARGV[5] .. '|' .. expires .. '|' .. left .. '|' .. ARGV[8] .. '|' .. ARGV[2] .. '|' .. ARGV[4],
            'EX', ARGV[7])
-return {'ok', ARGV[5], expires, tostring(remaining)}
+return {'ok', ARGV[5], expires, left}
