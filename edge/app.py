@@ -24,6 +24,7 @@ from .config import Config
 from .media.node import MediaNode
 from .messaging.connections import DataChannelConnection
 from .messaging.ratelimit import RateLimiter
+from .messaging.envelope import Envelope, now_ms
 from .messaging.router import MessageRouter
 from .messaging.wsframes import KeepAsgiSend
 from .plugins.api import Edge, ParticipantInfo, ProducerInfo, RoomInfo, SessionInfo
@@ -81,6 +82,15 @@ def _plugin_events(ctx: "EdgeContext") -> Callable[[str, dict[str, Any]], None]:
             )
         elif name in ("producer_added", "producer_removed"):
             p = kwargs["producer"]
+            # Viewers learn of tracks coming and going on their message connections too.
+            ctx.router.broadcast(
+                Envelope(
+                    type=name.replace("_", "."),
+                    room=p.room_name,
+                    data={"id": p.id, "kind": p.kind, "source": p.source, "participant": p.participant.identity},
+                    ts=now_ms(),
+                )
+            )
             ctx.plugins.call(
                 f"edge_{name}", edge=ctx.edge, room=p.room_name,
                 producer=ProducerInfo(p.id, p.room_name, p.kind, p.source, p.participant.identity),

@@ -129,3 +129,30 @@ async def test_host_leaving_hands_the_slot_to_the_cohost(node: NodeProcess) -> N
     assert all(p in cohost.sent_payloads["video"] for p in tail)
     await viewer.stop()
     await cohost.stop()
+
+
+async def test_message_connections_hear_producers_come_and_go(node: NodeProcess) -> None:
+    import json
+
+    import websockets
+
+    room = "producer-events"
+    url = node.url.replace("http://", "ws://") + f"/v1/rooms/{room}/ws?token=" + node.token(room, "fan", "viewer")
+    async with websockets.connect(url) as ws:
+
+        async def next_of(kind: str) -> dict:
+            while True:
+                env = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                if env["type"] == kind:
+                    return env["data"]
+
+        host = WhipPublisher(node.url, room, node.token(room, "seller", "host"))
+        assert (await host.start()).status_code == 201
+        added = [await next_of("producer.added") for _ in range(2)]
+        assert {(a["kind"], a["source"], a["participant"]) for a in added} == {
+            ("audio", "microphone", "seller"),
+            ("video", "camera", "seller"),
+        }
+        await host.stop()
+        removed = [await next_of("producer.removed") for _ in range(2)]
+        assert {r["id"] for r in removed} == {a["id"] for a in added}
