@@ -15,6 +15,7 @@ import httpx
 from ..clients import WhepViewer, WhipPublisher
 from ..netimpair import UdpLoss
 from ..nodeproc import NodeProcess
+from ..scenarios import lossy_viewer_is_served_nacks
 
 
 def node_media_port(answer_sdp: str) -> int:
@@ -25,34 +26,7 @@ def node_media_port(answer_sdp: str) -> int:
 
 
 async def test_viewer_with_5_percent_downlink_loss_is_served_nacks(node: NodeProcess) -> None:
-    room = "lossy-viewer"
-    pub = WhipPublisher(node.url, room, node.token(room, "seller", "host"))
-    assert (await pub.start()).status_code == 201
-    clean = WhepViewer(node.url, room, node.token(room, "clean", "viewer"))
-    lossy = WhepViewer(node.url, room, node.token(room, "lossy", "viewer"))
-    assert (await clean.start()).status_code == 201
-    assert (await lossy.start()).status_code == 201
-    await lossy.wait_frames("video", 5)
-
-    before = node.metrics()
-    with UdpLoss(lossy.local_port(), 5) as loss:
-        start = lossy.frames["video"]
-        await lossy.wait_frames("video", start + 90, timeout=30)  # ~3 s of video
-        dropped = loss.dropped()
-    after = node.metrics()
-
-    assert dropped > 10, "the impairment dropped nothing"
-    served = after["edge_nack_served_total"] - before["edge_nack_served_total"]
-    assert served > 0
-    info = node.room(room)
-    by_viewer = {c["viewer"]: c for c in info["consumers"] if c["kind"] == "video"}
-    assert by_viewer["lossy"]["retransmitted"] > 0
-    assert by_viewer["clean"]["retransmitted"] == 0
-    # The clean viewer was not held back by the lossy one.
-    assert clean.frames["video"] >= lossy.frames["video"] - 15
-    for v in (clean, lossy):
-        await v.stop()
-    await pub.stop()
+    await lossy_viewer_is_served_nacks(node, "lossy-viewer")
 
 
 async def test_thousand_joins_do_not_become_a_thousand_plis() -> None:

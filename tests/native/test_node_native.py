@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from ..clients import WhepViewer, WhipPublisher
-from ..netimpair import UdpLoss
 from ..nodeproc import NodeProcess
+from ..scenarios import lossy_viewer_is_served_nacks
 
 
 @pytest.fixture(scope="module")
@@ -74,35 +74,4 @@ async def test_viewers_decode_byte_identical_payloads(native_node: NodeProcess) 
 
 
 async def test_nacks_are_served_from_the_native_ring(native_node: NodeProcess) -> None:
-    node = native_node
-    room = "native-lossy"
-    pub = WhipPublisher(node.url, room, node.token(room, "seller", "host"))
-    assert (await pub.start()).status_code == 201
-    clean = WhepViewer(node.url, room, node.token(room, "clean", "viewer"))
-    lossy = WhepViewer(node.url, room, node.token(room, "lossy", "viewer"))
-    assert (await clean.start()).status_code == 201
-    assert (await lossy.start()).status_code == 201
-    await lossy.wait_frames("video", 5)
-
-    before = node.metrics()
-    with UdpLoss(lossy.local_port(), 5) as loss:
-        start = lossy.frames["video"]
-        await lossy.wait_frames("video", start + 90, timeout=30)  # ~3 s of video
-        dropped = loss.dropped()
-    after = node.metrics()
-
-    assert dropped > 10, "the impairment dropped nothing"
-    served = after["edge_nack_served_total"] - before["edge_nack_served_total"]
-    assert served > 0
-    info = node.room(room)
-    by_viewer = {c["viewer"]: c for c in info["consumers"] if c["kind"] == "video"}
-    assert by_viewer["lossy"]["retransmitted"] > 0
-    assert by_viewer["clean"]["retransmitted"] == 0
-    assert clean.frames["video"] >= lossy.frames["video"] - 15
-    # What the lossy viewer decoded is still exactly what the publisher sent:
-    # retransmitted packets are the stored protected bytes, not re-encrypted ones.
-    foreign = [p for p in lossy.received_payloads["video"] if p not in pub.sent_payloads["video"]]
-    assert foreign == []
-    for v in (clean, lossy):
-        await v.stop()
-    await pub.stop()
+    await lossy_viewer_is_served_nacks(native_node, "native-lossy")
