@@ -80,6 +80,18 @@ def _plugin_events(ctx: "EdgeContext") -> Callable[[str, dict[str, Any]], None]:
                     reason=kwargs.get("reason", ""),
                 ),
             )
+        elif name == "quality_changed":
+            s = kwargs["session"]
+            p = s.participant
+            ctx.plugins.call(
+                "edge_quality_changed", edge=ctx.edge, room=s.room.name,
+                participant=ParticipantInfo(p.identity, p.role, p.region),
+                session=SessionInfo(
+                    id=s.id, kind=s.kind, room=s.room.name, participant=p.identity,
+                    started_at=s.created_at, connected_at=s.connected_at, ended_at=None, reason="",
+                ),
+                quality=dict(kwargs["quality"]), previous=dict(kwargs["previous"]),
+            )
         elif name in ("producer_added", "producer_removed"):
             p = kwargs["producer"]
             # Viewers learn of tracks coming and going on their message connections too.

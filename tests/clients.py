@@ -171,6 +171,9 @@ class WhepViewer:
     received_payloads: dict[str, list[bytes]] = field(default_factory=lambda: {"audio": [], "video": []})
     frames: dict[str, int] = field(default_factory=lambda: {"audio": 0, "video": 0})
     frame_sizes: set[tuple[int, int]] = field(default_factory=set)
+    size_log: list[tuple[float, int, int]] = field(default_factory=list)  # (monotonic, w, h) on change
+    # When set, the viewer reports this bandwidth estimate (REMB) instead of aiortc's own.
+    estimate: int | None = None
     posted_at: float = 0.0
     first_video_frame_at: float | None = None
     answer_sdp: str = ""
@@ -235,7 +238,42 @@ class WhepViewer:
 
         dtls._handle_rtp_data = record
         dtls._handle_rtcp_data = record_rtcp
+        original_send = dtls._send_rtp
+
+        async def send(data: bytes) -> None:
+            # With a test-set estimate, aiortc's own REMB (PSFB fmt 15) is held back.
+            if self.estimate is not None and len(data) > 1 and data[1] == 206 and data[0] & 0x1F == 15:
+                return
+            await original_send(data)
+
+        dtls._send_rtp = send
+        self._tasks.append(asyncio.ensure_future(self._report_estimate(dtls, original_send, answer_ssrcs)))
         return r
+
+    async def _report_estimate(self, dtls: Any, send: Any, ssrcs: dict[int, str]) -> None:
+        from edge.media.rtcp import Remb
+
+        video = [ssrc for ssrc, kind in ssrcs.items() if kind == "video"]
+        while True:
+            await asyncio.sleep(0.25)
+            if self.estimate is not None and video:
+                await send(bytes(Remb(sender_ssrc=1, bitrate=self.estimate, ssrcs=video)))
+
+    def current_size(self) -> tuple[int, int] | None:
+        return self.size_log[-1][1:] if self.size_log else None  # type: ignore[return-value]
+
+    async def wait_size(self, size: tuple[int, int], timeout: float = 20.0) -> float:
+        """Until decoded video frames have this size; returns how long it took."""
+        start = time.monotonic()
+        while self.current_size() != size:
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"video stayed at {self.current_size()}, wanted {size}")
+            self._frame.clear()
+            try:
+                await asyncio.wait_for(self._frame.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        return time.monotonic() - start
 
     async def _consume(self, track: Any) -> None:
         while True:
@@ -247,6 +285,8 @@ class WhepViewer:
             self._frame.set()
             if track.kind == "video":
                 self.frame_sizes.add((frame.width, frame.height))
+                if not self.size_log or self.size_log[-1][1:] != (frame.width, frame.height):
+                    self.size_log.append((time.monotonic(), frame.width, frame.height))
                 if self.first_video_frame_at is None:
                     self.first_video_frame_at = time.monotonic()
                     self._first_frame.set()

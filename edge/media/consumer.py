@@ -10,6 +10,7 @@ the stream continuous across the change.
 from __future__ import annotations
 
 import itertools
+import time
 from typing import TYPE_CHECKING
 
 from ..transport.webrtc import (
@@ -21,6 +22,7 @@ from ..transport.webrtc import (
 )
 from .forwarder import Forwarder
 from .retransmit import RetransmitBuffer
+from .simulcast import Layer, LayerSelector
 from .rtp import serialize_extensions
 
 if TYPE_CHECKING:
@@ -103,6 +105,14 @@ class Consumer:
         "last_sr",
         "last_sr_time",
         "nack_budget",
+        "layer",
+        "target",
+        "selector",
+        "layer_switches",
+        "bitrate",
+        "bytes_at_tick",
+        "attached_at",
+        "quality",
         "closed",
     )
 
@@ -129,7 +139,49 @@ class Consumer:
         # Retransmissions this consumer may still ask for in the current second:
         # NACKs cost the node a send each, so a viewer cannot turn them into a flood.
         self.nack_budget = NACK_BUDGET_PER_SECOND
+        # Simulcast: the layer forwarded now, the one waited for (switch at its
+        # next keyframe), and the policy choosing between them.
+        self.layer: Layer | None = None
+        self.target: Layer | None = None
+        self.selector: LayerSelector | None = LayerSelector() if producer.simulcast else None
+        self.layer_switches = 0
+        self.bitrate = 0  # bit/s sent to the viewer, measured each tick
+        self.bytes_at_tick = 0
+        self.attached_at = time.time()
+        self.quality: dict[str, object] = {}
         self.closed = False
+
+    def request_keyframe(self) -> None:
+        """A keyframe of what this consumer is (or is about to be) forwarded from."""
+        source = self.target or self.layer
+        if source is not None:
+            source.keyframes.request()
+        else:
+            self.producer.keyframes.request()
+
+    def retarget(self, layer: "Layer") -> bool:
+        """Switch to ``layer`` at its next keyframe; False if already there or on the way."""
+        if layer is self.target:
+            return False
+        if self.target is not None and self in self.target.pending:
+            self.target.pending.remove(self)
+        if layer is self.layer:
+            self.target = None
+            return False
+        self.target = layer
+        layer.pending.append(self)
+        layer.keyframes.request()
+        return True
+
+    def leave_layers(self) -> None:
+        for layer in (self.layer, self.target):
+            if layer is None:
+                continue
+            if self in layer.consumers:
+                layer.consumers.remove(self)
+            if self in layer.pending:
+                layer.pending.remove(self)
+        self.layer = self.target = None
 
     def describe(self) -> dict[str, object]:
         return {
@@ -150,4 +202,9 @@ class Consumer:
             "fraction_lost": round(self.fraction_lost, 4),
             "jitter": self.jitter,
             "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
+            "bitrate": self.bitrate,
+            "layer": None if self.layer is None else self.layer.rid,
+            "target_layer": None if self.target is None else self.target.rid,
+            "layer_switches": self.layer_switches,
+            "quality": self.quality,
         }

@@ -215,6 +215,10 @@ class MediaNode:
 
     # bookkeeping for metrics -------------------------------------------------------
 
+    def quality_changed(self, viewer: Any, quality: dict[str, Any], previous: dict[str, Any]) -> None:
+        self.metrics.quality_changes.labels(str(quality.get("level"))).inc()
+        self.on_event("quality_changed", {"session": viewer, "quality": quality, "previous": previous})
+
     def plugins_producer_added(self, producer: Producer) -> None:
         self.on_event("producer_added", {"producer": producer})
 
@@ -222,8 +226,9 @@ class MediaNode:
         self.on_event("producer_removed", {"producer": producer})
 
     def retire_producer(self, producer: Producer) -> None:
-        self._retired["packets_in"] += producer.stats.packets
-        self._retired["bytes_in"] += producer.stats.bytes
+        packets, octets = producer.packets_in()
+        self._retired["packets_in"] += packets
+        self._retired["bytes_in"] += octets
 
     def retire_consumer(self, consumer: Consumer) -> None:
         self._retired["packets_out"] += consumer.packets
@@ -235,8 +240,9 @@ class MediaNode:
         totals = dict(self._retired)
         for room in self.rooms.values():
             for producer in room.producers.values():
-                totals["packets_in"] += producer.stats.packets
-                totals["bytes_in"] += producer.stats.bytes
+                packets, octets = producer.packets_in()
+                totals["packets_in"] += packets
+                totals["bytes_in"] += octets
                 for consumer in producer.consumers:
                     totals["packets_out"] += consumer.packets
                     totals["bytes_out"] += consumer.bytes

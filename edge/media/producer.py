@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..transport.webrtc import EXT_AUDIO_LEVEL, CodecInfo, MediaSection
 from .keyframe import KeyframeRequester
+from .simulcast import Layer
 from .stats import ReceiveStats
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class Producer:
         source: str,
         send_pli: Callable[["Producer"], None],
         keyframe_interval: float,
+        send_layer_pli: Callable[[Layer], None] | None = None,
     ) -> None:
         self.id = producer_id
         self.participant = participant
@@ -46,9 +48,27 @@ class Producer:
         self.audio_level_id = section.extensions.get(EXT_AUDIO_LEVEL)
         self.nack_enabled = "nack" in self.codec.feedback
         self.consumers: list["Consumer"] = []
+        # Consumers attached but not started yet: their join time is stamped
+        # at the keyframe they start on.
+        self.joining: list["Consumer"] = []
         self.stats = ReceiveStats(self.codec.clock_rate)
         self.keyframes = KeyframeRequester(lambda: send_pli(self), keyframe_interval)
         self.keyframes_seen = 0
+        # Simulcast: one Layer per rid, lowest quality first; each is a
+        # forwarding source of its own and ``consumers`` lists them all.
+        self.layers: list[Layer] = [
+            Layer(
+                rid=rid,
+                index=i,
+                clock_rate=self.codec.clock_rate,
+                send_pli=send_layer_pli or (lambda layer: None),
+                keyframe_interval=keyframe_interval,
+            )
+            for i, rid in enumerate(section.rids)
+        ]
+        for layer in self.layers:
+            layer.producer = self
+        self.layer_by_rid = {layer.rid: layer for layer in self.layers}
         self.created_at = time.time()
         self.order = next(_order)
         self.closed = False
@@ -67,8 +87,23 @@ class Producer:
         self.stats.clock_rate = codec.clock_rate
         return True
 
+    @property
+    def simulcast(self) -> bool:
+        return bool(self.layers)
+
+    def packets_in(self) -> tuple[int, int]:
+        """(packets, bytes) received, over all layers."""
+        if self.layers:
+            return (
+                sum(layer.stats.packets for layer in self.layers),
+                sum(layer.stats.bytes for layer in self.layers),
+            )
+        return self.stats.packets, self.stats.bytes
+
     def describe(self) -> dict[str, object]:
         s = self.stats
+        packets, octets = self.packets_in()
+        now = time.time()
         return {
             "id": self.id,
             "participant": self.participant.identity,
@@ -78,15 +113,18 @@ class Producer:
             "ssrc": self.ssrc,
             "codec": self.codec.name,
             "consumers": len(self.consumers),
-            "packets": s.packets,
-            "bytes": s.bytes,
-            "packets_lost": s.lost,
+            "packets": packets,
+            "bytes": octets,
+            "packets_lost": s.lost + sum(layer.stats.lost for layer in self.layers),
             "jitter": int(s.jitter),
             "keyframes": self.keyframes_seen,
             "keyframe_requests": self.keyframes.requests,
-            "pli_sent": self.keyframes.sent,
+            "pli_sent": self.keyframes.sent + sum(layer.keyframes.sent for layer in self.layers),
+            "simulcast": [layer.describe(now) for layer in self.layers],
         }
 
     def close(self) -> None:
         self.closed = True
         self.keyframes.close()
+        for layer in self.layers:
+            layer.close()

@@ -87,4 +87,12 @@ class Room:
             out["consumers"] = [
                 c.describe() for p in self.ordered_producers() for c in p.consumers
             ]
+            out["viewers"] = [
+                {
+                    "session": v.id,
+                    "participant": v.participant.identity,
+                    "quality": v.qoe.describe(),
+                }
+                for v in self.viewers.values()
+            ]
         return out

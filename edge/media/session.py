@@ -14,12 +14,15 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..transport.simulcast_sdp import EXT_REPAIRED_RID, EXT_RID
 from ..transport.webrtc import EXT_MID, MediaSection, WebRtcTransport
 from . import rtcp
 from .codecs import is_keyframe
 from .consumer import NACK_BUDGET_PER_SECOND, Consumer, ConsumerSlot
 from .producer import Producer
 from .retransmit import buffer_size
+from .qoe import ViewerQoe
+from .simulcast import Layer
 from .rtp import RtpHeader, unwrap_rtx
 
 if TYPE_CHECKING:
@@ -105,6 +108,13 @@ class PublisherSession(Session):
         self._by_mid: dict[str, Producer] = {}
         self._rtx: dict[int, Producer] = {}
         self._mid_ext: dict[str, int] = {}
+        # Simulcast layers by their SSRC and their RTX SSRC (learnt from rid /
+        # repaired-rid), and the ids of those extensions.
+        self._simulcast: list[Producer] = []
+        self._layers: dict[int, Layer] = {}
+        self._layer_rtx: dict[int, Layer] = {}
+        self._rid_ext: int | None = None
+        self._rrid_ext: int | None = None
         names = _source_names(self.transport.sections, sources or [])
         interval = self.node.config.media.keyframe_min_interval_ms / 1000.0
         for section, source in zip(self.transport.sections, names):
@@ -118,9 +128,14 @@ class PublisherSession(Session):
                 source=source,
                 send_pli=self._send_pli,
                 keyframe_interval=interval,
+                send_layer_pli=self._send_layer_pli,
             )
             self.producers.append(producer)
             self._by_mid[section.mid] = producer
+            if producer.simulcast:
+                self._simulcast.append(producer)
+                self._rid_ext = section.extensions.get(EXT_RID)
+                self._rrid_ext = section.extensions.get(EXT_REPAIRED_RID)
             if ssrc is not None:
                 self._by_ssrc[ssrc] = producer
             for rtx_ssrc, media_ssrc in section.remote_rtx.items():
@@ -140,6 +155,34 @@ class PublisherSession(Session):
 
     # ingress ----------------------------------------------------------------
 
+    def _learn_layer(self, header: RtpHeader) -> Layer | None:
+        """A packet from an unknown SSRC carrying a rid or repaired-rid: which layer."""
+        ext = header.extensions
+        mid = ext.get(self._mid_ext_id) if self._mid_ext_id is not None else None
+        if mid is not None:
+            producer = self._by_mid.get(mid.decode(errors="replace"))
+        elif len(self._simulcast) == 1:
+            producer = self._simulcast[0]
+        else:
+            producer = None
+        if producer is None or not producer.simulcast:
+            return None
+        rid = ext.get(self._rid_ext) if self._rid_ext is not None else None
+        if rid is not None:
+            layer = producer.layer_by_rid.get(rid.decode(errors="replace"))
+            if layer is not None and layer.ssrc is None and header.payload_type in producer.codecs:
+                layer.ssrc = header.ssrc
+                self._layers[header.ssrc] = layer
+                return layer
+            return None
+        rrid = ext.get(self._rrid_ext) if self._rrid_ext is not None else None
+        if rrid is not None and header.payload_type in producer.rtx_payload_types:
+            layer = producer.layer_by_rid.get(rrid.decode(errors="replace"))
+            if layer is not None and layer.rtx_ssrc is None:
+                layer.rtx_ssrc = header.ssrc
+                self._layer_rtx[header.ssrc] = layer
+        return None
+
     def _learn(self, header: RtpHeader) -> Producer | None:
         """A packet from an SSRC the SDP did not announce: route it by MID."""
         if self._mid_ext_id is None:
@@ -148,7 +191,7 @@ class PublisherSession(Session):
         if mid is None:
             return None
         producer = self._by_mid.get(mid.decode(errors="replace"))
-        if producer is None:
+        if producer is None or producer.simulcast:
             return None
         if producer.ssrc is None and header.payload_type in producer.codecs:
             producer.ssrc = header.ssrc
@@ -165,6 +208,13 @@ class PublisherSession(Session):
             self._dropped("malformed_rtp")
             return
         producer = self._by_ssrc.get(header.ssrc)
+        if producer is None and self._simulcast:
+            layer = self._layers.get(header.ssrc)
+            if layer is None and header.ssrc not in self._layer_rtx:
+                layer = self._learn_layer(header)
+            if layer is not None or header.ssrc in self._layer_rtx:
+                self._layer_rtp(layer, data, header)
+                return
         if producer is None:
             rtx_of = self._rtx.get(header.ssrc)
             if rtx_of is None:
@@ -193,16 +243,79 @@ class PublisherSession(Session):
         now = time.time()
         missing = producer.stats.add(header.sequence_number, header.timestamp, len(data), now)
         if missing and producer.nack_enabled:
-            self._send_nack(producer, missing)
+            self._send_nack(producer.ssrc, missing)  # type: ignore[arg-type]
         keyframe = False
         if producer.video:
             keyframe = is_keyframe(producer.codec.name, data[header.payload_offset :])
             if keyframe:
                 producer.keyframes_seen += 1
+                if producer.joining:
+                    for consumer in producer.joining:
+                        consumer.slot.viewer.qoe.started(consumer, now)
+                    producer.joining.clear()
         if producer.consumers:
             self.node.dataplane.forward(producer, data, header, keyframe, now)
         if self.tap is not None:
             self.tap.rtp(producer, data, now)
+
+    def _layer_rtp(self, layer: Layer | None, data: bytes, header: RtpHeader) -> None:
+        """A packet of a simulcast layer (or of its RTX stream, when ``layer`` is None)."""
+        if layer is None:
+            layer = self._layer_rtx[header.ssrc]
+            producer = layer.producer
+            apt = producer.rtx_payload_types.get(header.payload_type)  # type: ignore[attr-defined]
+            if apt is None or layer.ssrc is None:
+                self._dropped("unknown_payload_type")
+                return
+            try:
+                data = unwrap_rtx(data, header, payload_type=apt, ssrc=layer.ssrc)
+                header = RtpHeader.parse(data)
+            except ValueError:
+                self._dropped("malformed_rtx")
+                return
+        producer: Producer = layer.producer  # type: ignore[no-redef, assignment]
+        if header.payload_type != producer.codec.payload_type and not producer.set_codec(
+            header.payload_type
+        ):
+            self._dropped("unknown_payload_type")
+            return
+        now = time.time()
+        layer.last_packet = now
+        missing = layer.stats.add(header.sequence_number, header.timestamp, len(data), now)
+        if missing and producer.nack_enabled:
+            self._send_nack(layer.ssrc, missing)  # type: ignore[arg-type]
+        keyframe = is_keyframe(producer.codec.name, data[header.payload_offset :])
+        if keyframe:
+            layer.keyframes_seen += 1
+            producer.keyframes_seen += 1
+            if layer.pending:
+                self._switch_to(layer)
+        if layer.consumers:
+            self.node.dataplane.forward(layer, data, header, keyframe, now)
+        if self.tap is not None and layer is producer.layers[-1]:
+            # Recordings keep the top layer (one SSRC per recorded track).
+            self.tap.rtp(producer, data, now)
+
+    def _switch_to(self, layer: Layer) -> None:
+        """Consumers waiting for this layer move to it on this keyframe."""
+        clock_rate = layer.producer.codec.clock_rate  # type: ignore[attr-defined]
+        metrics = self.node.metrics
+        for consumer in layer.pending:
+            if consumer.closed:
+                continue
+            previous = consumer.layer
+            if previous is not None and consumer in previous.consumers:
+                previous.consumers.remove(consumer)
+            consumer.forwarder.switch(layer, clock_rate)
+            layer.consumers.append(consumer)
+            consumer.layer = layer
+            consumer.target = None
+            if previous is None:
+                consumer.slot.viewer.qoe.started(consumer, time.time())
+            else:
+                consumer.layer_switches += 1
+                metrics.layer_switches.labels("up" if layer.index > previous.index else "down").inc()
+        layer.pending.clear()
 
     def on_rtcp(self, data: bytes) -> None:
         try:
@@ -215,8 +328,12 @@ class PublisherSession(Session):
                 producer = self._by_ssrc.get(packet.ssrc)
                 if producer is not None:
                     self._sender_report(producer, packet)
+                    continue
+                layer = self._layers.get(packet.ssrc)
+                if layer is not None:
+                    self._sender_report(layer, packet)
 
-    def _sender_report(self, producer: Producer, report: rtcp.SenderReport) -> None:
+    def _sender_report(self, producer: Producer | Layer, report: rtcp.SenderReport) -> None:
         """Translate the publisher's SR for each consumer: same NTP time, its own RTP clock.
 
         Every consumer of the publisher's audio and video keeps the publisher's
@@ -225,10 +342,12 @@ class PublisherSession(Session):
         now = time.time()
         producer.stats.last_sr = rtcp.ntp_middle(report.ntp_timestamp)
         producer.stats.last_sr_time = now
-        if self.tap is not None:
+        if self.tap is not None and isinstance(producer, Producer):
             self.tap.sender_report(producer, report.ntp_timestamp, report.rtp_timestamp, now)
+        elif self.tap is not None and producer is producer.producer.layers[-1]:  # type: ignore[union-attr]
+            self.tap.sender_report(producer.producer, report.ntp_timestamp, report.rtp_timestamp, now)  # type: ignore[union-attr]
         for consumer in producer.consumers:
-            if not consumer.forwarder.started:
+            if not consumer.forwarder.started or consumer.forwarder.source is not producer:
                 continue
             sr = rtcp.SenderReport(
                 ssrc=consumer.ssrc,
@@ -251,9 +370,14 @@ class PublisherSession(Session):
         self.transport.send_rtcp(bytes(rtcp.Pli(sender_ssrc=self.rtcp_ssrc, media_ssrc=producer.ssrc)))
         self.node.metrics.pli_sent.inc()
 
-    def _send_nack(self, producer: Producer, missing: list[int]) -> None:
-        assert producer.ssrc is not None
-        nack = rtcp.Nack(sender_ssrc=self.rtcp_ssrc, media_ssrc=producer.ssrc, lost=missing)
+    def _send_layer_pli(self, layer: Layer) -> None:
+        if layer.ssrc is None or self.closed:
+            return
+        self.transport.send_rtcp(bytes(rtcp.Pli(sender_ssrc=self.rtcp_ssrc, media_ssrc=layer.ssrc)))
+        self.node.metrics.pli_sent.inc()
+
+    def _send_nack(self, ssrc: int, missing: list[int]) -> None:
+        nack = rtcp.Nack(sender_ssrc=self.rtcp_ssrc, media_ssrc=ssrc, lost=missing)
         self.transport.send_rtcp(bytes(nack))
         self.node.metrics.nack_sent.inc(len(missing))
 
@@ -261,11 +385,18 @@ class PublisherSession(Session):
         """Once a second: receiver reports and the REMB cap for every producer."""
         if not self.transport.connected.is_set() or self.closed:
             return
-        live = [p for p in self.producers if p.ssrc is not None and p.stats.base_seq is not None]
+        for producer in self._simulcast:
+            for layer in producer.layers:
+                layer.measure(now)
+        live: list[Producer | Layer] = [
+            p for p in self.producers if p.ssrc is not None and p.stats.base_seq is not None
+        ]
+        live += [layer for layer in self._layers.values() if layer.stats.base_seq is not None]
         if not live:
             return
+        # At most 31 report blocks fit one RR (5-bit count).
         rr = rtcp.ReceiverReport(
-            ssrc=self.rtcp_ssrc, reports=[p.stats.report_block(p.ssrc, now) for p in live]  # type: ignore[arg-type]
+            ssrc=self.rtcp_ssrc, reports=[p.stats.report_block(p.ssrc, now) for p in live[:31]]  # type: ignore[arg-type]
         )
         packet = bytes(rr)
         video = [p.ssrc for p in live if p.video]
@@ -304,6 +435,7 @@ class ViewerSession(Session):
         self.slots = [ConsumerSlot(self, s, size) for s in self.transport.sections]
         self._by_ssrc = {slot.ssrc: slot for slot in self.slots}
         self.cname = secrets.token_hex(8)
+        self.qoe = ViewerQoe(self)
 
     def on_connected(self) -> None:
         self.room.add_viewer(self)
@@ -325,16 +457,28 @@ class ViewerSession(Session):
                 break
 
     def _attach(self, slot: ConsumerSlot, producer: Producer) -> None:
-        slot.forwarder.switch(producer, producer.codec.clock_rate)
         consumer = Consumer(producer, slot, self.transport)
         slot.consumer = consumer
         producer.consumers.append(consumer)
         if producer.video:
             self.node.metrics.keyframe_requests.labels("join").inc()
+        if consumer.selector is not None:
+            # Simulcast: start on a layer, forwarded from that layer's next keyframe.
+            now = time.time()
+            layer = consumer.selector.initial(producer.layers, now, self._video_budget(now))
+            if layer is not None:
+                consumer.retarget(layer)
+            return
+        slot.forwarder.switch(producer, producer.codec.clock_rate)
+        if producer.video:
+            producer.joining.append(consumer)
             producer.keyframes.request()
 
     def detach(self, consumer: Consumer) -> None:
         consumer.closed = True
+        consumer.leave_layers()
+        if consumer in consumer.producer.joining:
+            consumer.producer.joining.remove(consumer)
         if consumer in consumer.producer.consumers:
             consumer.producer.consumers.remove(consumer)
         if consumer.slot.consumer is consumer:
@@ -342,15 +486,52 @@ class ViewerSession(Session):
         self.node.retire_consumer(consumer)
 
     def tick(self, now: float) -> None:
-        # A consumer still waiting for its first keyframe asks again (throttled
-        # upstream): the first PLI or the keyframe itself may have been lost.
+        consumers = [slot.consumer for slot in self.slots if slot.consumer is not None]
+        for consumer in consumers:
+            consumer.nack_budget = NACK_BUDGET_PER_SECOND
+            # A consumer still waiting for a keyframe asks again (throttled
+            # upstream): the first PLI or the keyframe itself may have been lost.
+            if consumer.forwarder.waiting_for_keyframe or consumer.target is not None:
+                self.node.metrics.keyframe_requests.labels("waiting").inc()
+                consumer.request_keyframe()
+        self.qoe.measure(consumers, now)
+        self._select_layers(now)
+        self.qoe.assess(consumers, now)
+
+    # simulcast layer choice -------------------------------------------------------
+
+    def _video_budget(self, now: float) -> int | None:
+        """Bit/s for each simulcast video consumer: the estimate less audio (audio first)
+        and less the single-stream video this viewer receives, shared equally."""
+        estimate = self.qoe.estimate
+        if estimate is None:
+            return None
+        consumers = [slot.consumer for slot in self.slots if slot.consumer is not None]
+        fixed = sum(c.bitrate for c in consumers if c.selector is None)
+        simulcast = sum(1 for c in consumers if c.selector is not None) or 1
+        return max(0, estimate - fixed) // simulcast
+
+    def _select_layers(self, now: float) -> None:
+        budget = self._video_budget(now)
         for slot in self.slots:
             consumer = slot.consumer
-            if consumer is not None:
-                consumer.nack_budget = NACK_BUDGET_PER_SECOND
-            if consumer is not None and consumer.forwarder.waiting_for_keyframe:
-                self.node.metrics.keyframe_requests.labels("waiting").inc()
-                consumer.producer.keyframes.request()
+            if consumer is None or consumer.selector is None:
+                continue
+            layers = consumer.producer.layers
+            current = consumer.layer
+            if current is None:
+                # Still joining: follow the publisher if the awaited layer went quiet.
+                target = consumer.target
+                if target is not None and not target.active(now):
+                    better = consumer.selector.initial(layers, now, budget)
+                    if better is not None:
+                        consumer.retarget(better)
+                continue
+            wanted = consumer.selector.choose(
+                layers, current, now, budget=budget, loss=consumer.fraction_lost
+            )
+            if wanted is not (consumer.target or current):
+                consumer.retarget(wanted)
 
     # viewer RTCP ---------------------------------------------------------------------
 
@@ -388,10 +569,18 @@ class ViewerSession(Session):
                 for ssrc, _ in packet.entries:
                     self._keyframe_wanted(ssrc, "viewer_fir")
             elif isinstance(packet, rtcp.Remb):
+                known = False
                 for ssrc in packet.ssrcs:
                     consumer = self._consumer(ssrc)
                     if consumer is not None:
                         consumer.remb_bitrate = packet.bitrate
+                        known = True
+                if known:
+                    previous = self.qoe.estimate
+                    self.qoe.estimate = packet.bitrate
+                    # A falling estimate acts at once; rises wait for the tick.
+                    if previous is not None and packet.bitrate < previous * 0.85:
+                        self._select_layers(time.time())
             elif isinstance(packet, (rtcp.ReceiverReport, rtcp.SenderReport)):
                 self._reports(packet.reports)
 
@@ -401,7 +590,7 @@ class ViewerSession(Session):
             return
         consumer.pli_requests += 1
         self.node.metrics.keyframe_requests.labels(source).inc()
-        consumer.producer.keyframes.request()
+        consumer.request_keyframe()
 
     def _reports(self, blocks: list[rtcp.ReportBlock]) -> None:
         now = time.time()
@@ -438,6 +627,7 @@ class ViewerSession(Session):
             }
             for slot in self.slots
         ]
+        out["quality"] = self.qoe.describe()
         taken = {s["producer"] for s in out["slots"]}  # type: ignore[index]
         out["unassigned_producers"] = [
             {"id": p.id, "kind": p.kind, "source": p.source, "participant": p.participant.identity}

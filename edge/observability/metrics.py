@@ -66,6 +66,18 @@ class NodeMetrics:
             ["what"],
             registry=r,
         )
+        self.layer_switches = Counter(
+            "edge_layer_switches",
+            "Simulcast layer switches of consumers (taken at a keyframe of the new layer)",
+            ["direction"],
+            registry=r,
+        )
+        self.quality_changes = Counter(
+            "edge_quality_changes",
+            "Viewer quality level or layer changes, by the new level",
+            ["level"],
+            registry=r,
+        )
         self.dataplane = Gauge(
             "edge_dataplane_info", "Active media data plane", ["plane"], registry=r
         )
@@ -101,6 +113,7 @@ class MediaCollector(Collector):
         g = GaugeMetricFamily("edge_consumers", "Consumers (one per viewer per producer)")
         g.add_metric([], consumers)
         yield g
+        yield from _quality(node)
         totals = node.packet_totals()
         for name, help_text, key in (
             ("edge_packets_in", "RTP packets received from publishers", "packets_in"),
@@ -111,3 +124,64 @@ class MediaCollector(Collector):
             c = CounterMetricFamily(name, help_text)
             c.add_metric([], totals[key])
             yield c
+
+
+def _quality(node: "MediaNode") -> Iterator[Metric]:
+    """Viewers' quality of experience, aggregated (per-viewer detail is in the API)."""
+    levels = {"good": 0, "fair": 0, "poor": 0}
+    layers: dict[str, int] = {}
+    estimates: list[int] = []
+    stalled = watched = 0.0
+    stalls = 0
+    joins: list[int] = []
+    lossy = 0
+    for room in node.rooms.values():
+        for viewer in room.viewers.values():
+            q = viewer.qoe.current
+            if not q:
+                continue
+            level = str(q.get("level"))
+            levels[level] = levels.get(level, 0) + 1
+            if q.get("layer") is not None:
+                key = str(q.get("layer_index"))
+                layers[key] = layers.get(key, 0) + 1
+            if q.get("estimated_bitrate"):
+                estimates.append(int(q["estimated_bitrate"]))  # type: ignore[call-overload]
+            if float(q.get("fraction_lost") or 0) >= 0.02:  # type: ignore[arg-type]
+                lossy += 1
+            stalled += viewer.qoe.stalled_seconds
+            watched += viewer.qoe.watched_seconds
+            stalls += viewer.qoe.stalls
+            if viewer.qoe.join_ms is not None:
+                joins.append(viewer.qoe.join_ms)
+    g = GaugeMetricFamily("edge_viewer_quality", "Viewers by quality level", labels=["level"])
+    for level, n in sorted(levels.items()):
+        g.add_metric([level], n)
+    yield g
+    g = GaugeMetricFamily(
+        "edge_viewer_layer", "Simulcast viewers by layer index (0 = lowest)", labels=["layer"]
+    )
+    for layer, n in sorted(layers.items()):
+        g.add_metric([layer], n)
+    yield g
+    g = GaugeMetricFamily("edge_viewers_lossy", "Viewers reporting 2% loss or more")
+    g.add_metric([], lossy)
+    yield g
+    g = GaugeMetricFamily(
+        "edge_viewer_estimated_bitrate_min", "Lowest viewer bandwidth estimate (bit/s)"
+    )
+    g.add_metric([], min(estimates) if estimates else 0)
+    yield g
+    g = GaugeMetricFamily(
+        "edge_viewer_stall_rate", "Stalled over watched seconds, open viewer sessions"
+    )
+    g.add_metric([], stalled / watched if watched else 0.0)
+    yield g
+    g = GaugeMetricFamily("edge_viewer_stalls", "Stalls of open viewer sessions")
+    g.add_metric([], stalls)
+    yield g
+    g = GaugeMetricFamily(
+        "edge_viewer_join_ms_max", "Slowest join (WHEP request to first keyframe) of open viewers"
+    )
+    g.add_metric([], max(joins) if joins else 0)
+    yield g

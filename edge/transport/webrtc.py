@@ -42,12 +42,17 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ..errors import InvalidStateError, NegotiationError
+from .simulcast_sdp import (
+    EXT_REPAIRED_RID,
+    EXT_RID,
+    SimulcastOffer,
+    add_simulcast_to_answer,
+    parse_simulcast_offer,
+)
 
 EXT_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 EXT_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 EXT_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-EXT_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-EXT_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 EXT_TRANSPORT_CC = (
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 )
@@ -141,6 +146,9 @@ class MediaSection:
     remote_ssrcs: list[int] = field(default_factory=list)  # announced by the peer
     remote_rtx: dict[int, int] = field(default_factory=dict)  # rtx ssrc -> media ssrc
     msid: str = ""
+    # Simulcast layers the peer sends on this m-line (rids, lowest quality
+    # first); empty for a single stream. See simulcast_sdp.py.
+    rids: list[str] = field(default_factory=list)
 
     def codec_by_pt(self, payload_type: int) -> CodecInfo | None:
         for c in self.codecs:
@@ -286,6 +294,12 @@ class WebRtcTransport:
         if wrong:
             need = "recvonly" if send else "sendonly"
             raise NegotiationError(f"m-lines must be {need} here, got {', '.join(wrong)}")
+        simulcast: dict[str, SimulcastOffer] = {}
+        if not send:
+            try:
+                simulcast = parse_simulcast_offer(offer_sdp)
+            except ValueError as exc:
+                raise NegotiationError(f"bad simulcast offer: {exc}") from None
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         except Exception as exc:
@@ -302,14 +316,14 @@ class WebRtcTransport:
         for t in self.pc.getTransceivers():
             t.direction = "sendonly" if send else "recvonly"
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self.sections = self._collect_sections()
+        self.sections = self._collect_sections(simulcast)
         self._ufrag = parsed.media[0].ice.usernameFragment or ""
-        return self.pc.localDescription.sdp
+        return add_simulcast_to_answer(self.pc.localDescription.sdp, simulcast)
 
     def _remote_sdp(self) -> SessionDescription:
         return SessionDescription.parse(self.pc.remoteDescription.sdp)
 
-    def _collect_sections(self) -> list[MediaSection]:
+    def _collect_sections(self, simulcast: dict[str, SimulcastOffer]) -> list[MediaSection]:
         remote = self._remote_sdp()
         sections: list[MediaSection] = []
         for t in self.pc.getTransceivers():
@@ -321,17 +335,28 @@ class WebRtcTransport:
                 if group.semantic == "FID" and len(group.items) == 2:
                     rtx[int(group.items[1])] = int(group.items[0])
             media_ssrcs = [s for s in dict.fromkeys(ssrcs) if s not in rtx]
+            extensions = {e.uri: e.id for e in t._headerExtensions}
+            layers = simulcast.get(t.mid or "")
+            if layers is not None and t.kind == "video":
+                if layers.rid_ext_id is not None:
+                    extensions[EXT_RID] = layers.rid_ext_id
+                if layers.repaired_rid_ext_id is not None:
+                    extensions[EXT_REPAIRED_RID] = layers.repaired_rid_ext_id
+                # Layers are told apart by rid: SSRCs announced for them are
+                # learnt again from the packets (the rid extension says which).
+                media_ssrcs = []
             sections.append(
                 MediaSection(
                     mid=t.mid or str(index),
                     kind=t.kind,
                     index=index,
                     codecs=_codec_infos(t._codecs),
-                    extensions={e.uri: e.id for e in t._headerExtensions},
+                    extensions=extensions,
                     local_ssrc=t.sender._ssrc,
                     remote_ssrcs=media_ssrcs,
-                    remote_rtx=rtx,
+                    remote_rtx={} if layers is not None else rtx,
                     msid=rmedia.msid or "",
+                    rids=list(layers.rids) if layers is not None and t.kind == "video" else [],
                 )
             )
         return sections

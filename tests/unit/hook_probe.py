@@ -160,6 +160,15 @@ class ProbePlugin:
         self.record.add("edge_session_ended", edge=edge, room=room, participant=participant, session=session)
 
     @hookimpl
+    def edge_quality_changed(
+        self, edge: Edge, room: str, participant: Any, session: Any, quality: dict[str, Any], previous: dict[str, Any]
+    ) -> None:
+        self.record.add(
+            "edge_quality_changed", edge=edge, room=room, participant=participant,
+            session=session, quality=quality, previous=previous,
+        )
+
+    @hookimpl
     def edge_event(self, edge: Edge, name: str, data: dict[str, Any], source: str) -> None:
         self.record.add("edge_event", edge=edge, name=name, data=data, source=source)
 

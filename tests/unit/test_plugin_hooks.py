@@ -37,7 +37,7 @@ from edge.plugins.api import (
     SessionInfo,
 )
 from edge.plugins.manager import PluginHost
-from tests.clients import WhipPublisher
+from tests.clients import WhepViewer, WhipPublisher
 
 from .hook_probe import (
     MODULE_RECORD,
@@ -648,6 +648,32 @@ async def test_hook_edge_session_ended(tmp_path: Path) -> None:
     assert session.media_seconds > 0
     names = probe.record.names()
     assert names.index("edge_session_ended") < names.index("edge_participant_left")
+
+
+async def test_hook_edge_quality_changed(tmp_path: Path) -> None:
+    """A viewer's first assessment (about a second after it joins) reports its quality."""
+    probe = ProbePlugin()
+    app = make_app(tmp_path, ("probe", probe))
+    async with serve(app) as url:
+        publisher = WhipPublisher(url, "shop1", token("shop1", "seller", "host", region="eu"))
+        assert (await publisher.start()).status_code == 201
+        viewer = WhepViewer(url, "shop1", token("shop1", "v1", "viewer", region="eu"))
+        try:
+            assert (await viewer.start()).status_code == 201
+            await viewer.wait_frames("video", 3)
+            (call,) = await probe.record.await_for("edge_quality_changed", 1, timeout=10)
+        finally:
+            await viewer.stop()
+            await publisher.stop()
+    assert call["edge"] is ctx_of(app).edge and call["room"] == "shop1"
+    assert call["participant"] == ParticipantInfo("v1", "viewer", "eu")
+    assert isinstance(call["session"], SessionInfo) and call["session"].kind == "whep"
+    quality, previous = call["quality"], call["previous"]
+    assert previous == {}
+    assert quality["level"] in ("good", "fair", "poor")
+    assert quality["layer"] is None  # a single-stream publisher: no simulcast layer
+    assert quality["join_ms"] is not None and 0 < quality["join_ms"] < 10_000
+    assert quality["bitrate"] > 0 and 0 <= quality["fraction_lost"] <= 1
 
 
 def test_hook_edge_event(tmp_path: Path) -> None:

@@ -1,0 +1,241 @@
+"""Simulcast: the layers of a video Producer, and choosing one per Consumer.
+
+A simulcast publisher sends one video track as several encodings (layers),
+each its own SSRC tagged with an rtp-stream-id (rid). The node keeps one
+``Layer`` per rid, forwards each consumer from exactly one of them, and moves
+a consumer between layers only on a keyframe of the new layer (the Forwarder
+keeps the outgoing stream continuous across the switch).
+
+``LayerSelector`` is the per-consumer policy. Inputs: the viewer's bandwidth
+estimate (REMB, or the node's TWCC estimate), the measured bitrate of each
+layer, the viewer's loss, and whether each layer is being sent at all (a
+browser stops its upper layers when its own uplink is short). Rules:
+
+* audio first: the video budget is the estimate minus the audio the viewer gets;
+* down at once when the current layer does not fit the budget (or loss is
+  high), to the best layer that fits;
+* up only after the budget has held above the next layer's bitrate (with a
+  margin) for ``up_hold`` seconds, and never right after a step down.
+
+A receive-side REMB estimate cannot grow past ~1.5x what the viewer is
+currently receiving (libwebrtc's AIMD clamp), so a viewer on a low layer can
+never "see" room for a much higher one. Instead of probing with padding, the
+selector makes a trial step up when the viewer's estimate sits at that clamp
+with low loss (nothing constrains it), and if the trial makes the estimate
+fall or loss rise it steps back down and waits twice as long before the next
+trial (exponential back-off, capped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from .keyframe import KeyframeRequester
+from .stats import ReceiveStats
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+
+
+class Layer:
+    """One simulcast encoding of a Producer: a forwarding source of its own.
+
+    Has the attributes the data planes read from a forwarding source
+    (``consumers``, ``video``, ``audio_level_id``, ``closed``).
+    """
+
+    video = True
+    audio_level_id = None
+
+    def __init__(
+        self,
+        *,
+        rid: str,
+        index: int,
+        clock_rate: int,
+        send_pli: Callable[["Layer"], None],
+        keyframe_interval: float,
+    ) -> None:
+        self.rid = rid
+        self.index = index  # 0 = lowest quality
+        self.ssrc: int | None = None  # learnt from the first packet carrying this rid
+        self.rtx_ssrc: int | None = None
+        self.consumers: list["Consumer"] = []  # forwarded from this layer now
+        self.pending: list["Consumer"] = []  # switching to this layer at its next keyframe
+        self.stats = ReceiveStats(clock_rate)
+        self.keyframes = KeyframeRequester(lambda: send_pli(self), keyframe_interval)
+        self.keyframes_seen = 0
+        self.last_packet = 0.0
+        self.bitrate = 0  # bit/s over the last measuring window
+        self._bytes_at_tick = 0
+        self._tick_at = 0.0
+        self.producer: object = None  # the Producer this layer belongs to
+        self.closed = False
+
+    def active(self, now: float, idle: float = 1.0) -> bool:
+        return self.ssrc is not None and now - self.last_packet < idle
+
+    def measure(self, now: float) -> None:
+        """Called about once a second: the layer's bitrate since the last call."""
+        if self._tick_at:
+            elapsed = now - self._tick_at
+            if elapsed > 0.2:
+                sent = self.stats.bytes - self._bytes_at_tick
+                # Smoothed, so that one large keyframe does not look like a new rate.
+                rate = int(sent * 8 / elapsed)
+                self.bitrate = rate if not self.bitrate else int(0.5 * self.bitrate + 0.5 * rate)
+        self._bytes_at_tick = self.stats.bytes
+        self._tick_at = now
+        if not self.active(now, idle=2.0):
+            self.bitrate = 0
+
+    def describe(self, now: float) -> dict[str, object]:
+        return {
+            "rid": self.rid,
+            "index": self.index,
+            "ssrc": self.ssrc,
+            "active": self.active(now),
+            "bitrate": self.bitrate,
+            "packets": self.stats.packets,
+            "packets_lost": self.stats.lost,
+            "keyframes": self.keyframes_seen,
+            "consumers": len(self.consumers),
+        }
+
+    def close(self) -> None:
+        self.closed = True
+        self.keyframes.close()
+
+
+@dataclass(slots=True)
+class SelectorConfig:
+    # A layer "fits" when its bitrate x up_margin is within the video budget.
+    up_margin: float = 1.15
+    up_hold: float = 2.0  # seconds a step up must keep fitting before it is taken
+    loss_down: float = 0.10  # fraction lost at which we step down one layer
+    loss_up_max: float = 0.02  # no step up while loss is above this
+    clamp_ratio: float = 1.3  # budget >= ratio x current layer: the estimate is not constrained
+    trial_reach: float = 2.5  # a trial targets at most this x the budget
+    trial_hold: float = 3.0  # seconds a trial must hold to be kept
+    trial_loss: float = 0.05  # loss during a trial that fails it
+    trial_backoff: float = 4.0  # first wait before a trial; doubles on each failure
+    trial_backoff_max: float = 16.0
+    overuse_drop: float = 0.85  # an estimate below this x the last one is an overuse signal
+
+
+class LayerSelector:
+    """Per-consumer simulcast layer policy (see the module docstring)."""
+
+    __slots__ = (
+        "config",
+        "_fits_since",
+        "_last_down",
+        "_trial",
+        "_backoff",
+        "_proven",
+        "_last_budget",
+        "trials",
+        "failed_trials",
+    )
+
+    def __init__(self, config: SelectorConfig | None = None) -> None:
+        self.config = config or SelectorConfig()
+        self._fits_since: float | None = None
+        self._last_down = 0.0
+        self._trial: tuple[int, float, int] | None = None  # (origin index, started, budget then)
+        self._backoff = self.config.trial_backoff
+        # Video bit/s the viewer was shown to carry without loss (a kept trial):
+        # a lagging receive-side estimate is not a reason to step down from it.
+        self._proven = 0
+        self._last_budget: int | None = None
+        self.trials = 0
+        self.failed_trials = 0
+
+    def initial(self, layers: list[Layer], now: float, budget: int | None) -> Layer | None:
+        """The layer a new consumer starts on: the best that fits a known budget, else the lowest."""
+        live = [layer for layer in layers if layer.active(now)]
+        if not live:
+            return layers[0] if layers else None
+        if budget is None:
+            return live[0]
+        fitting = [layer for layer in live if layer.bitrate * self.config.up_margin <= budget]
+        return fitting[-1] if fitting else live[0]
+
+    def choose(
+        self, layers: list[Layer], current: Layer, now: float, *, budget: int | None, loss: float
+    ) -> Layer:
+        """The layer this consumer should be on now (``current`` to stay).
+
+        ``budget``: bit/s the viewer can take for this video (its estimate
+        minus its audio), None before any estimate; ``loss``: its fraction lost.
+        """
+        cfg = self.config
+        live = [layer for layer in layers if layer.active(now)]
+        if not live:
+            return current
+        if current not in live:
+            # The publisher stopped sending this layer: the best live one below, else the lowest.
+            self._trial = None
+            below = [layer for layer in live if layer.index < current.index]
+            return below[-1] if below else live[0]
+        if budget is None:
+            return current
+        overuse = self._last_budget is not None and budget < self._last_budget * cfg.overuse_drop
+        self._last_budget = budget
+        if overuse:
+            self._proven = 0
+
+        if self._trial is not None:
+            origin, started, trial_budget = self._trial
+            if loss > cfg.trial_loss or budget < trial_budget * cfg.overuse_drop:
+                # The link could not carry it: back, and wait longer before the next try.
+                self._trial = None
+                self.failed_trials += 1
+                self._backoff = min(self._backoff * 2, cfg.trial_backoff_max)
+                self._last_down = now
+                back = [layer for layer in live if layer.index <= origin]
+                return back[-1] if back else live[0]
+            if now - started < cfg.trial_hold:
+                return current
+            self._trial = None
+            self._proven = current.bitrate
+            self._backoff = cfg.trial_backoff
+
+        room = max(budget, self._proven)
+        if loss >= cfg.loss_down or current.bitrate > room:
+            self._fits_since = None
+            self._last_down = now
+            self._proven = 0
+            lower = [layer for layer in live if layer.index < current.index]
+            if not lower:
+                return current
+            if loss >= cfg.loss_down:
+                return lower[-1]
+            fitting = [layer for layer in lower if layer.bitrate <= budget]
+            return fitting[-1] if fitting else lower[0]
+
+        higher = [layer for layer in live if layer.index > current.index]
+        if not higher or loss > cfg.loss_up_max or not higher[0].bitrate:
+            self._fits_since = None
+            return current
+        nxt = higher[0]
+        if nxt.bitrate * cfg.up_margin <= room:
+            if self._fits_since is None:
+                self._fits_since = now
+            if now - self._fits_since >= cfg.up_hold and now - self._last_down >= cfg.up_hold:
+                self._fits_since = None
+                return [layer for layer in higher if layer.bitrate * cfg.up_margin <= room][-1]
+            return current
+        self._fits_since = None
+        # A receive-side estimate cannot grow much past what the viewer gets
+        # now; when it sits at that clamp nothing constrains it: try the next layer.
+        if (
+            budget >= current.bitrate * cfg.clamp_ratio
+            and nxt.bitrate <= budget * cfg.trial_reach
+            and now - self._last_down >= self._backoff
+        ):
+            self._trial = (current.index, now, budget)
+            self.trials += 1
+            return nxt
+        return current
