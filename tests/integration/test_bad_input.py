@@ -60,8 +60,11 @@ def assert_no_state(node: NodeProcess, room: str) -> None:
         VALID_LOOKING_OFFER.format(fp=FINGERPRINT, codec="VP8").replace("a=fingerprint", "a=nofingerprint"),
         VALID_LOOKING_OFFER.format(fp=FINGERPRINT, codec="VP8").replace("a=ice-ufrag:abcd\r\n", ""),
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",  # no media at all
+        VALID_LOOKING_OFFER.format(fp=FINGERPRINT, codec="VP8")
+        + "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n"
+        + "a=rid:q send\r\na=simulcast:send q;h\r\n",  # layer h has no a=rid
     ],
-    ids=["garbage", "broken-m-line", "no-fingerprint", "no-ice-ufrag", "no-media"],
+    ids=["garbage", "broken-m-line", "no-fingerprint", "no-ice-ufrag", "no-media", "bad-simulcast"],
 )
 def test_malformed_sdp_is_400_and_leaves_no_room(node: NodeProcess, body: str) -> None:
     room = "bad-sdp"

@@ -35,7 +35,8 @@ async def _until(predicate: object, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.2)
 
 
-async def test_answer_accepts_the_offered_layers(node: NodeProcess) -> None:
+async def test_answer_accepts_the_offered_layers(sim_node: NodeProcess) -> None:
+    node = sim_node
     room = "sim-answer"
     pub = await _publish(node, room)
     try:
@@ -61,7 +62,8 @@ def _layers(node: NodeProcess, room: str) -> list[dict[str, object]]:
     return video[0]["simulcast"] if video else []  # type: ignore[no-any-return]
 
 
-async def test_viewers_get_the_layer_their_estimate_allows(node: NodeProcess) -> None:
+async def test_viewers_get_the_layer_their_estimate_allows(sim_node: NodeProcess) -> None:
+    node = sim_node
     room = "sim-estimate"
     pub = await _publish(node, room)
     rich = WhepViewer(node.url, room, node.token(room, "rich", "viewer"))
@@ -107,8 +109,9 @@ async def test_viewers_get_the_layer_their_estimate_allows(node: NodeProcess) ->
         await pub.stop()
 
 
-async def test_a_paused_layer_moves_its_viewers_down(node: NodeProcess) -> None:
+async def test_a_paused_layer_moves_its_viewers_down(sim_node: NodeProcess) -> None:
     """A browser stops its top layer when its uplink is short: viewers fall back."""
+    node = sim_node
     room = "sim-paused"
     pub = await _publish(node, room)
     viewer = WhepViewer(node.url, room, node.token(room, "v", "viewer"))
@@ -126,9 +129,10 @@ async def test_a_paused_layer_moves_its_viewers_down(node: NodeProcess) -> None:
         await pub.stop()
 
 
-async def test_rtx_of_a_layer_is_unwrapped_by_repaired_rid(node: NodeProcess) -> None:
+async def test_rtx_of_a_layer_is_unwrapped_by_repaired_rid(sim_node: NodeProcess) -> None:
     """Upstream loss on a layer: the node NACKs, the publisher answers with RTX
     tagged repaired-rid, and the node takes it as that layer's packets."""
+    node = sim_node
     from ..netimpair import UdpLoss
 
     room = "sim-rtx"
