@@ -12,7 +12,7 @@ export function params() {
   const room = q.get("room");
   const token = q.get("token");
   if (!node || !room || !token) throw new Error("query string needs node, room and token");
-  return { node, room, token };
+  return { node, room, token, simulcast: q.get("simulcast") === "1" };
 }
 
 export function endpoint(kind, node, room) {
