@@ -527,10 +527,12 @@ class ViewerSession(Session):
                     if better is not None:
                         consumer.retarget(better)
                 continue
+            # A switch under way counts as done: the policy judges where it sent the consumer.
+            heading = consumer.target or current
             wanted = consumer.selector.choose(
-                layers, current, now, budget=budget, loss=consumer.fraction_lost
+                layers, heading, now, budget=budget, loss=consumer.fraction_lost
             )
-            if wanted is not (consumer.target or current):
+            if wanted is not heading:
                 consumer.retarget(wanted)
 
     # viewer RTCP ---------------------------------------------------------------------

@@ -17,13 +17,16 @@ browser stops its upper layers when its own uplink is short). Rules:
 * up only after the budget has held above the next layer's bitrate (with a
   margin) for ``up_hold`` seconds, and never right after a step down.
 
-A receive-side REMB estimate cannot grow past ~1.5x what the viewer is
-currently receiving (libwebrtc's AIMD clamp), so a viewer on a low layer can
-never "see" room for a much higher one. Instead of probing with padding, the
-selector makes a trial step up when the viewer's estimate sits at that clamp
-with low loss (nothing constrains it), and if the trial makes the estimate
-fall or loss rise it steps back down and waits twice as long before the next
-trial (exponential back-off, capped).
+A receive-side REMB estimate lags what the viewer receives and cannot grow
+much past it (libwebrtc's AIMD clamps it to about 1.5x the incoming rate; in
+practice Chromium reports 1.1-1.3x), and a browser may send no REMB at all.
+So a viewer on a low layer never "sees" room for a higher one. Instead of
+probing with padding, the selector makes a *trial* step up while the viewer
+takes its current layer without loss and its estimate is not falling; a trial
+that makes loss rise or the estimate fall (over-use) goes back at once and the
+next waits twice as long (exponential back-off, capped). A trial that held is
+kept: the rate it showed the link carries counts as room even while the
+lagging estimate catches up.
 """
 
 from __future__ import annotations
@@ -115,13 +118,12 @@ class SelectorConfig:
     up_hold: float = 2.0  # seconds a step up must keep fitting before it is taken
     loss_down: float = 0.10  # fraction lost at which we step down one layer
     loss_up_max: float = 0.02  # no step up while loss is above this
-    clamp_ratio: float = 1.3  # budget >= ratio x current layer: the estimate is not constrained
-    trial_reach: float = 2.5  # a trial targets at most this x the budget
+    trial_reach: float = 4.0  # a trial targets at most this x what the viewer takes now
     trial_hold: float = 3.0  # seconds a trial must hold to be kept
     trial_loss: float = 0.05  # loss during a trial that fails it
     trial_backoff: float = 4.0  # first wait before a trial; doubles on each failure
     trial_backoff_max: float = 16.0
-    overuse_drop: float = 0.85  # an estimate below this x the last one is an overuse signal
+    overuse_drop: float = 0.75  # an estimate below this x the last one is an over-use signal
 
 
 class LayerSelector:
@@ -135,6 +137,7 @@ class LayerSelector:
         "_backoff",
         "_proven",
         "_last_budget",
+        "_last_overuse",
         "trials",
         "failed_trials",
     )
@@ -149,11 +152,13 @@ class LayerSelector:
         # a lagging receive-side estimate is not a reason to step down from it.
         self._proven = 0
         self._last_budget: int | None = None
+        self._last_overuse = 0.0
         self.trials = 0
         self.failed_trials = 0
 
     def initial(self, layers: list[Layer], now: float, budget: int | None) -> Layer | None:
         """The layer a new consumer starts on: the best that fits a known budget, else the lowest."""
+        self._last_down = now  # the first trial step up waits its back-off after joining
         live = [layer for layer in layers if layer.active(now)]
         if not live:
             return layers[0] if layers else None
@@ -168,7 +173,8 @@ class LayerSelector:
         """The layer this consumer should be on now (``current`` to stay).
 
         ``budget``: bit/s the viewer can take for this video (its estimate
-        minus its audio), None before any estimate; ``loss``: its fraction lost.
+        minus its audio), None without an estimate (then steps up are trials
+        judged by loss alone); ``loss``: its fraction lost.
         """
         cfg = self.config
         live = [layer for layer in layers if layer.active(now)]
@@ -179,16 +185,24 @@ class LayerSelector:
             self._trial = None
             below = [layer for layer in live if layer.index < current.index]
             return below[-1] if below else live[0]
+        known = budget is not None
         if budget is None:
-            return current
-        overuse = self._last_budget is not None and budget < self._last_budget * cfg.overuse_drop
-        self._last_budget = budget
+            # No estimate from this viewer (a browser may send no REMB at all):
+            # climb by trials, judged by its loss alone.
+            budget = 1 << 40
+        overuse = known and self._last_budget is not None and budget < self._last_budget * cfg.overuse_drop
+        if known:
+            self._last_budget = budget
         if overuse:
             self._proven = 0
+            self._last_overuse = now
 
         if self._trial is not None:
-            origin, started, trial_budget = self._trial
-            if loss > cfg.trial_loss or budget < trial_budget * cfg.overuse_drop:
+            origin, started, _ = self._trial
+            floor = layers[origin].bitrate * cfg.overuse_drop
+            # A browser's estimate dips on a new layer's first keyframe burst;
+            # only loss, or an estimate below even the layer we came from, fails it.
+            if loss > cfg.trial_loss or (known and budget < floor):
                 # The link could not carry it: back, and wait longer before the next try.
                 self._trial = None
                 self.failed_trials += 1
@@ -203,13 +217,11 @@ class LayerSelector:
             self._backoff = cfg.trial_backoff
 
         room = max(budget, self._proven)
-        if loss >= cfg.loss_down or current.bitrate > room:
+        lower = [layer for layer in live if layer.index < current.index]
+        if lower and (loss >= cfg.loss_down or current.bitrate > room):
             self._fits_since = None
             self._last_down = now
             self._proven = 0
-            lower = [layer for layer in live if layer.index < current.index]
-            if not lower:
-                return current
             if loss >= cfg.loss_down:
                 return lower[-1]
             fitting = [layer for layer in lower if layer.bitrate <= budget]
@@ -220,7 +232,7 @@ class LayerSelector:
             self._fits_since = None
             return current
         nxt = higher[0]
-        if nxt.bitrate * cfg.up_margin <= room:
+        if known and nxt.bitrate * cfg.up_margin <= room:
             if self._fits_since is None:
                 self._fits_since = now
             if now - self._fits_since >= cfg.up_hold and now - self._last_down >= cfg.up_hold:
@@ -228,14 +240,17 @@ class LayerSelector:
                 return [layer for layer in higher if layer.bitrate * cfg.up_margin <= room][-1]
             return current
         self._fits_since = None
-        # A receive-side estimate cannot grow much past what the viewer gets
-        # now; when it sits at that clamp nothing constrains it: try the next layer.
+        # A receive-side estimate lags what the viewer gets (and cannot grow
+        # much past it), so it cannot show room for the next layer: while the
+        # viewer takes its current layer without loss and its estimate is not
+        # falling, try the next layer (a trial, judged on loss and estimate).
+        base = max(budget if known else 0, current.bitrate, self._proven)
         if (
-            budget >= current.bitrate * cfg.clamp_ratio
-            and nxt.bitrate <= budget * cfg.trial_reach
+            nxt.bitrate <= base * cfg.trial_reach
             and now - self._last_down >= self._backoff
+            and now - self._last_overuse >= self._backoff
         ):
-            self._trial = (current.index, now, budget)
+            self._trial = (current.index, now, budget if known else 0)
             self.trials += 1
             return nxt
         return current

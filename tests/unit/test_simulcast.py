@@ -147,26 +147,38 @@ def test_a_silent_layer_sends_its_consumers_below() -> None:
     assert s.choose(ls, ls[2], 0.0, budget=10_000_000, loss=0.0) is ls[1]
 
 
-def test_trial_step_up_when_the_estimate_sits_at_its_clamp_and_back_off_on_failure() -> None:
+def test_trial_steps_up_while_loss_free_and_backs_off_on_failure() -> None:
     ls = layers(0.0, 150_000, 500_000, 1_500_000)
-    s = LayerSelector(SelectorConfig(trial_backoff=4.0))
+    s = LayerSelector(SelectorConfig(trial_backoff=4.0, trial_hold=3.0))
 
-    def at(t: float, current: Layer, budget: int, loss: float = 0.0) -> Layer:
+    def at(t: float, current: Layer, budget: int | None, loss: float = 0.0) -> Layer:
         for layer in ls:
             layer.last_packet = t
         return s.choose(ls, current, t, budget=budget, loss=loss)
 
-    # h does not fit 300k, but 300k is 2x what q uses: the estimate is not constrained.
-    assert at(5.0, ls[0], 300_000) is ls[1]
+    assert s.initial(ls, 1.0, None) is ls[0]
+    # h does not fit a 200k estimate, but the viewer takes q without loss: try h
+    # once the back-off since joining (4 s) has passed.
+    assert at(3.0, ls[0], 200_000) is ls[0]
+    assert at(5.0, ls[0], 200_000) is ls[1]
     assert s.trials == 1
     # The trial made loss rise: back to q, and the next try waits twice as long (8 s).
-    assert at(6.0, ls[1], 320_000, loss=0.08) is ls[0]
+    assert at(6.0, ls[1], 220_000, loss=0.08) is ls[0]
     assert s.failed_trials == 1
-    assert at(10.0, ls[0], 300_000) is ls[0]
-    assert at(14.5, ls[0], 300_000) is ls[1]
-    # This one holds for trial_hold: kept even though the estimate has not caught up yet.
-    assert at(16.0, ls[1], 330_000) is ls[1]
-    assert at(18.0, ls[1], 400_000) is ls[1]
-    assert at(19.0, ls[1], 420_000) is ls[1]
-    # An overuse signal (estimate falling by >15%) ends the proven rate: down to what fits.
-    assert at(20.0, ls[1], 200_000) is ls[0]
+    assert at(10.0, ls[0], 200_000) is ls[0]
+    assert at(14.5, ls[0], 200_000) is ls[1]
+    # This one holds for trial_hold: kept although the lagging estimate is below h...
+    assert at(16.0, ls[1], 230_000) is ls[1]
+    assert at(18.0, ls[1], 260_000) is ls[2]  # ...and the climb goes on to f
+    assert s.trials == 3
+    # f overloads the link: the estimate falls by more than 15% (over-use): back to h.
+    assert at(19.0, ls[2], 180_000) is ls[1]
+    # No estimate at all (a viewer that sends no REMB): trials judged by loss alone.
+    fresh = LayerSelector(SelectorConfig(trial_backoff=4.0))
+    fresh.initial(ls, 100.0, None)
+    for layer in ls:
+        layer.last_packet = 104.5
+    assert fresh.choose(ls, ls[0], 104.5, budget=None, loss=0.0) is ls[1]
+    for layer in ls:
+        layer.last_packet = 105.0
+    assert fresh.choose(ls, ls[1], 105.0, budget=None, loss=0.2) is ls[0]
