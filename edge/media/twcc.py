@@ -46,6 +46,8 @@ _MAX_RUN = 0x1FFF
 _ONE_BIT_CAPACITY = 14
 _TWO_BIT_CAPACITY = 7
 
+_UNREPORTED, _LOST, _RECEIVED = 0, 1, 2  # TwccRecorder per-packet feedback state
+
 _REFERENCE_MIN = -(1 << 23)
 _REFERENCE_MAX = (1 << 23) - 1
 _SEQ_MOD = 1 << 16
@@ -296,7 +298,8 @@ class TwccRecorder:
     Bounded to ``capacity`` packets (a ring indexed by unwrapped sequence):
     feedback about packets older than that is ignored, as is feedback for
     sequences never sent. 16-bit sequence and 24-bit reference time wraps are
-    unwrapped against the newest values seen.
+    unwrapped against the newest values seen. Each packet is reported at
+    most once as lost and once as received, however often feedback repeats it.
     """
 
     def __init__(self, capacity: int = 8192, first_sequence: int = 0) -> None:
@@ -304,6 +307,9 @@ class TwccRecorder:
             raise ValueError("TWCC recorder capacity must be positive")
         self._capacity = capacity
         self._ring: list[tuple[int, float, int] | None] = [None] * capacity
+        # What feedback already said about each slot, so a packet reported
+        # twice (receivers re-send lost ones that turned up late) counts once.
+        self._reported: list[int] = [_UNREPORTED] * capacity
         self._next = first_sequence & 0xFFFF  # unwrapped next sequence to allocate
         self._highest: int | None = None  # highest unwrapped sequence recorded
         self._reference: int | None = None  # last unwrapped reference time
@@ -321,6 +327,7 @@ class TwccRecorder:
 
     def _store(self, unwrapped: int, send_time: float, size: int) -> None:
         self._ring[unwrapped % self._capacity] = (unwrapped, send_time, size)
+        self._reported[unwrapped % self._capacity] = _UNREPORTED
         if self._highest is None or unwrapped > self._highest:
             self._highest = unwrapped
             self._next = unwrapped + 1
@@ -346,6 +353,14 @@ class TwccRecorder:
                 ticks += delta
                 arrival = ticks * DELTA_TICK
             entry = self._lookup(base + i)
-            if entry is not None:
-                results.append(PacketResult(base + i, entry[1], arrival, entry[2]))
+            if entry is None:
+                continue
+            slot = (base + i) % self._capacity
+            reported = self._reported[slot]
+            # Report each packet once as lost and once as received at most; a
+            # late "received" after "lost" still counts (it did arrive).
+            if reported == _RECEIVED or (reported == _LOST and arrival is None):
+                continue
+            self._reported[slot] = _LOST if arrival is None else _RECEIVED
+            results.append(PacketResult(base + i, entry[1], arrival, entry[2]))
         return results

@@ -265,6 +265,21 @@ def test_recorder_results_with_loss_and_unknown_packets():
     assert received == pytest.approx([2.0, 2.01, 2.05, 2.06], abs=DELTA_TICK)
 
 
+def test_recorder_reports_each_packet_once():
+    recorder = TwccRecorder()
+    for i in range(4):
+        recorder.send(i * 0.01, 100)
+    first = recorder.on_feedback(TwccFeedback.from_arrivals(0, [1.0, None, 1.02]))
+    assert [(r.sequence, r.arrival_time is None) for r in first] == [(0, False), (1, True), (2, False)]
+    # The receiver repeats 1 (still lost) and 2, then reports 3.
+    again = recorder.on_feedback(TwccFeedback.from_arrivals(1, [None, 1.02, 1.03]))
+    assert [r.sequence for r in again] == [3]
+    # Packet 1 turns up late: reported once more, now as received.
+    late = recorder.on_feedback(TwccFeedback.from_arrivals(1, [1.05, 1.02, 1.03]))
+    assert [(r.sequence, r.arrival_time is None) for r in late] == [(1, False)]
+    assert recorder.on_feedback(TwccFeedback.from_arrivals(0, [1.0, 1.05, 1.02, 1.03])) == []
+
+
 def test_recorder_sequence_wrap():
     recorder = TwccRecorder(first_sequence=65534)
     assert [recorder.send(i, 100) for i in range(4)] == [65534, 65535, 0, 1]
