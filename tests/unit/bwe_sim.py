@@ -1,6 +1,7 @@
 """A small deterministic link simulator for the bandwidth estimator tests.
 
-One sender paces 1200-byte packets at the estimator's current bitrate through
+One sender sends 1200-byte packets at the estimator's current bitrate (evenly
+paced, or as video frames released in bursts by a pacer) through
 a drop-tail bottleneck (capacity ``C`` bits/s, at most ``max_queue`` seconds
 of queue) with a fixed one-way propagation delay. The receiver sends real
 TWCC feedback bytes every ``feedback_interval``; they reach the sender one
@@ -11,6 +12,7 @@ All time is simulated; the run is a pure function of its parameters and seed.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -46,6 +48,10 @@ class Simulation:
     link: Link
     config: BweConfig = field(default_factory=BweConfig)
     feedback_interval: float = 0.05
+    # None: pace packets evenly at the estimate. A number: video frames at
+    # that rate, each frame's packets released by a pacer at 2.5 x the
+    # estimate (as libwebrtc's pacer does), so packets leave in bursts.
+    frame_rate: float | None = None
     seed: int = 1
     now: float = 0.0
     trace: list[tuple[float, float]] = field(default_factory=list)  # (time, estimate)
@@ -54,7 +60,10 @@ class Simulation:
         self.bwe = SendSideBandwidthEstimator(self.config)
         self.recorder = TwccRecorder()
         self._rng = random.Random(self.seed)
-        self._next_send = 0.0
+        self._next_send = 0.0 if self.frame_rate is None else math.inf
+        self._next_frame = 0.0 if self.frame_rate is not None else math.inf
+        self._queued = 0  # packets waiting in the pacer (frame mode)
+        self._frame_credit = 0.0  # bits not yet packetized (frame mode)
         self._next_feedback = self.feedback_interval
         self._in_flight: deque[tuple[int, float | None]] = deque()  # (seq, arrival)
         self._report_from = 0  # first unwrapped sequence not yet reported
@@ -64,7 +73,7 @@ class Simulation:
 
     def run_until(self, end: float) -> None:
         while True:
-            due = min(self._next_send, self._next_feedback)
+            due = min(self._next_send, self._next_feedback, self._next_frame)
             if self._to_sender:
                 due = min(due, self._to_sender[0][0])
             if due > end:
@@ -78,11 +87,27 @@ class Simulation:
                 results = self.recorder.on_feedback(packet.feedback)
                 estimate = self.bwe.on_feedback(results, due)
                 self.trace.append((due, estimate))
+            elif due == self._next_frame:
+                assert self.frame_rate is not None
+                # Carry the fraction of a packet over, so the average rate
+                # is the estimate even when a frame is under two packets.
+                self._frame_credit += self.bwe.bitrate / self.frame_rate
+                packets = int(self._frame_credit // (PACKET_SIZE * 8))
+                self._frame_credit -= packets * PACKET_SIZE * 8
+                self._queued += packets
+                if self._queued:
+                    self._next_send = min(self._next_send, due)
+                self._next_frame = due + 1 / self.frame_rate
             elif due == self._next_send:
                 self.recorder.send(due, PACKET_SIZE)
                 self._in_flight.append((self._sent, self.link.transmit(due, PACKET_SIZE, self._rng)))
                 self._sent += 1
-                self._next_send = due + PACKET_SIZE * 8 / self.bwe.bitrate
+                if self.frame_rate is None:
+                    self._next_send = due + PACKET_SIZE * 8 / self.bwe.bitrate
+                else:
+                    self._queued -= 1
+                    pacing = 2.5 * self.bwe.bitrate
+                    self._next_send = due + PACKET_SIZE * 8 / pacing if self._queued else math.inf
             else:
                 self._send_feedback(due)
                 self._next_feedback = due + self.feedback_interval

@@ -229,9 +229,14 @@ CONVERGENCE = {500_000: 10.0, 1_000_000: 25.0, 5_000_000: 45.0}
 
 
 @pytest.mark.parametrize("capacity", sorted(CONVERGENCE))
-@pytest.mark.parametrize("delay, feedback_interval", [(0.025, 0.05), (0.1, 0.1)])
-def test_converges_from_below_to_capacity(capacity, delay, feedback_interval):
-    sim = Simulation(Link(capacity, delay=delay), feedback_interval=feedback_interval)
+@pytest.mark.parametrize(
+    "delay, feedback_interval, frame_rate",
+    [(0.025, 0.05, None), (0.1, 0.1, None), (0.025, 0.05, 30.0)],
+    ids=["25ms-paced", "100ms-paced", "25ms-30fps-bursts"],
+)
+def test_converges_from_below_to_capacity(capacity, delay, feedback_interval, frame_rate):
+    link = Link(capacity, delay=delay)
+    sim = Simulation(link, feedback_interval=feedback_interval, frame_rate=frame_rate)
     sim.run_until(60.0)
     reached = sim.first_time_at_least(0.75 * capacity)
     assert reached is not None and reached <= CONVERGENCE[capacity]
@@ -243,8 +248,9 @@ def test_converges_from_below_to_capacity(capacity, delay, feedback_interval):
     assert max(late) <= 1.25 * capacity
 
 
-def test_step_down_then_up():
-    sim = Simulation(Link(5_000_000))
+@pytest.mark.parametrize("frame_rate", [None, 30.0], ids=["paced", "30fps-bursts"])
+def test_step_down_then_up(frame_rate):
+    sim = Simulation(Link(5_000_000), frame_rate=frame_rate)
     sim.run_until(60.0)
     assert sim.bwe.bitrate >= 0.75 * 5_000_000
     sim.link.capacity = 500_000
