@@ -211,11 +211,9 @@ class TwccFeedback:
         reference = ((self.reference_time & 0xFFFFFF) << 8) | self.feedback_count
         parts = [_HEAD.pack(self.base_sequence, len(self.deltas), reference)]
         parts.extend(_CHUNK.pack(chunk) for chunk in _encode_chunks(symbols))
-        for symbol, delta in zip(symbols, self.deltas):
-            if symbol == SMALL_DELTA:
-                parts.append(bytes((delta,)))  # type: ignore[arg-type]
-            elif symbol == LARGE_DELTA:
-                parts.append(_LARGE.pack(delta))
+        for delta in self.deltas:
+            if delta is not None:
+                parts.append(bytes((delta,)) if 0 <= delta <= 0xFF else _LARGE.pack(delta))
         return b"".join(parts)
 
     @classmethod

@@ -3,6 +3,8 @@
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge.media.bwe import (
     AcknowledgedBitrateEstimator,
@@ -206,6 +208,36 @@ def test_config_validation():
         BweConfig(start_bitrate=10, min_bitrate=20)
     with raises("BWE trendline window must be at least 2"):
         BweConfig(trendline_window=1)
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.floats(0, 100, allow_nan=False),
+                st.one_of(st.none(), st.floats(-100, 100, allow_nan=False)),
+                st.integers(0, 1500),
+            ),
+            max_size=30,
+        ),
+        max_size=20,
+    )
+)
+def test_any_feedback_keeps_estimate_in_bounds(feedbacks):
+    """Arbitrary (even nonsensical) results never crash or escape [min, max]."""
+    config = BweConfig()
+    bwe = SendSideBandwidthEstimator(config)
+    now = 0.0
+    sequence = 0
+    for packets in feedbacks:
+        now += 0.05
+        results = []
+        for send, arrival, size in packets:
+            results.append(PacketResult(sequence, send, arrival, size))
+            sequence += 1
+        estimate = bwe.on_feedback(results, now)
+        assert config.min_bitrate <= estimate <= config.max_bitrate
+        assert bwe.updated_at == now
 
 
 def test_remb_and_twcc_share_one_interface():

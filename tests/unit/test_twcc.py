@@ -323,3 +323,43 @@ def test_recorder_without_packets_and_bad_capacity():
 def test_packet_result_fields():
     result = PacketResult(1, 0.5, None, 1200)
     assert (result.sequence, result.send_time, result.arrival_time, result.size) == (1, 0.5, None, 1200)
+
+
+@given(
+    st.integers(0, 0xFFFF),
+    st.lists(st.one_of(st.none(), st.floats(0.0, 0.05)), min_size=1, max_size=200),
+    st.integers(1, 50),
+)
+def test_recorder_property(first, gaps, chunk):
+    """Any run of sent packets, any loss, fed back in pieces: each result matches."""
+    recorder = TwccRecorder(first_sequence=first)
+    sent = [recorder.send(i * 0.001, 100 + i) for i in range(len(gaps))]
+    assert sent == [(first + i) & 0xFFFF for i in range(len(gaps))]
+    arrivals: list[float | None] = []
+    clock = 10.0
+    for gap in gaps:
+        if gap is None:
+            arrivals.append(None)
+        else:
+            clock += gap
+            arrivals.append(clock)
+    results = []
+    for start in range(0, len(arrivals), chunk):
+        piece = arrivals[start : start + chunk]
+        if all(a is None for a in piece):
+            continue  # a receiver cannot send feedback without an arrival
+        feedback = TwccFeedback.from_arrivals(first + start, piece)
+        results.extend(recorder.on_feedback(TwccFeedback.parse(bytes(feedback))))
+    by_index = {r.sequence - first: r for r in results}
+    for i, arrival in enumerate(arrivals):
+        if i not in by_index:
+            # Only all-lost pieces go unreported.
+            piece_start = i - i % chunk
+            assert all(a is None for a in arrivals[piece_start : piece_start + chunk])
+            continue
+        result = by_index[i]
+        assert (result.send_time, result.size) == (i * 0.001, 100 + i)
+        if arrival is None:
+            assert result.arrival_time is None
+        else:
+            assert result.arrival_time == pytest.approx(arrival, abs=DELTA_TICK / 2 + 1e-9)
