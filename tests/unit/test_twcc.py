@@ -363,3 +363,68 @@ def test_recorder_property(first, gaps, chunk):
             assert result.arrival_time is None
         else:
             assert result.arrival_time == pytest.approx(arrival, abs=DELTA_TICK / 2 + 1e-9)
+
+
+# --- libwebrtc's serialized-size expectations ---------------------------------
+# libwebrtc's transport_feedback_unittest.cc builds feedback for given received
+# sequence numbers and receive times and checks the packet size (rounded up to
+# 32-bit words; its header is 20 bytes, a chunk 2, a small delta 1, a large 2).
+# The same inputs must give the same sizes here, which pins the chunk choice.
+# Times are in ms; the default is 1 ms per sequence number.
+
+_SIXTY_FOUR = 64.0  # 256 ticks: one tick past the largest small delta
+
+
+def _libwebrtc_case(received, times=None, per_seq=1.0):
+    if times is None:
+        # libwebrtc's GenerateReceiveTimestamps: seq x delta, +65536 x delta per wrap.
+        times, offset, last = [], 0.0, received[0]
+        for seq in received:
+            if seq < last:
+                offset += 0x10000 * per_seq
+            last = seq
+            times.append(offset + seq * per_seq)
+    base = received[0]
+    count = ((received[-1] - base) & 0xFFFF) + 1
+    arrivals = [None] * count
+    for seq, ms in zip(received, times):
+        arrivals[(seq - base) & 0xFFFF] = ms / 1000
+    return TransportFeedback(0, 0, TwccFeedback.from_arrivals(base, arrivals))
+
+
+def _words(size: int) -> int:
+    return (size + 3) // 4 * 4
+
+
+_SPLIT_TIMES = [1.0]
+for _i in range(1, 22):
+    _SPLIT_TIMES.append(_SPLIT_TIMES[-1] + (_SIXTY_FOUR if _i == 8 else 1.0))
+
+
+@pytest.mark.parametrize(
+    "packet, expected",
+    [
+        (_libwebrtc_case([1, 2, 7, 8, 9, 10, 13]), 20 + 2 + 7),  # OneBitVector
+        (_libwebrtc_case([1, 2, 7, 8, 9, 10, 13, 14]), 20 + 2 + 8),  # FullOneBitVector
+        (_libwebrtc_case([65533, 65534, 65535, 0, 1, 2]), 20 + 2 + 6),  # WrapReceived
+        (_libwebrtc_case([65533, 65534, 1, 2]), 20 + 2 + 4),  # WrapMissing
+        (_libwebrtc_case([1, 2, 6, 7], per_seq=_SIXTY_FOUR), 20 + 2 + 4 * 2),  # TwoBitVector
+        (_libwebrtc_case([1, 2, 6, 7, 8], per_seq=_SIXTY_FOUR), 20 + 4 + 5 * 2),  # TwoBitVectorFull
+        (_libwebrtc_case([1, 2, 6, 7, 8], [2, 1, 4, 3, 3 + _SIXTY_FOUR]), 20 + 2 + 3 * 2 + 1),
+        (_libwebrtc_case([0, 8191 + 14], [1, 2]), 20 + 3 * 2 + 2),  # MaxRle
+        (_libwebrtc_case([0, 29], [1, 2]), 20 + 3 * 2 + 2),  # MinRle
+        (_libwebrtc_case([0, 6], [0, _SIXTY_FOUR]), 20 + 2 + 1 + 2),  # OneToTwoBitVector
+        (_libwebrtc_case([0, 7], [0, _SIXTY_FOUR]), 20 + 4 + 1 + 2),  # ...SimpleSplit
+        (_libwebrtc_case(list(range(22)), _SPLIT_TIMES), 20 + 3 * 2 + 21 + 2),  # ...Split
+    ],
+)
+def test_libwebrtc_sizes(packet, expected):
+    data = bytes(packet)
+    assert len(data) == _words(expected)
+    assert parse_rtcp(data) == [packet]
+
+
+def test_libwebrtc_max_rle_chunks():
+    # "1-bit vector (1 received + 13 dropped), RLE of max length, then the rest".
+    data = bytes(_libwebrtc_case([0, 8191 + 14], [1, 2]).feedback)
+    assert data[8:14] == chunks(0x8000 | 1 << 13, 0x1FFF, 0x2001)
