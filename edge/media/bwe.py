@@ -26,7 +26,7 @@ import enum
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 from edge.media.twcc import PacketResult
 
@@ -211,7 +211,7 @@ class TrendlineEstimator:
         )
         self._history.append((arrival_ms - self._first_arrival, self._smoothed))
         if len(self._history) == self._history.maxlen:
-            slope = _slope(self._history)
+            slope = _slope(tuple(self._history))
             if slope is not None:
                 self._trend = slope
         self._detect(send_ms, arrival_ms)
@@ -263,15 +263,23 @@ class TrendlineEstimator:
         self._last_threshold_update = now_ms
 
 
-def _slope(points: Iterable[tuple[float, float]]) -> float | None:
-    """Least-squares slope of y over x, or None when x does not vary."""
-    pts = list(points)
-    n = len(pts)
-    mean_x = sum(x for x, _ in pts) / n
-    mean_y = sum(y for _, y in pts) / n
-    numerator = sum((x - mean_x) * (y - mean_y) for x, y in pts)
-    denominator = sum((x - mean_x) ** 2 for x, _ in pts)
-    return numerator / denominator if denominator else None
+def _slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y over x, or None when x does not vary.
+
+    One pass over sums; x is taken relative to the first point so the sums
+    stay small however long the transport has been running.
+    """
+    n = len(points)
+    x0 = points[0][0]
+    sx = sy = sxx = sxy = 0.0
+    for x, y in points:
+        x -= x0
+        sx += x
+        sy += y
+        sxx += x * x
+        sxy += x * y
+    denominator = n * sxx - sx * sx
+    return (n * sxy - sx * sy) / denominator if denominator > 0 else None
 
 
 class AcknowledgedBitrateEstimator:
