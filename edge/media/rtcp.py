@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, TypeVar, Union
 
+from edge.media.twcc import TwccFeedback
+
 __all__ = [
     "Bye", "Fir", "Nack", "Pli", "Remb", "ReceiverReport", "ReportBlock", "RtcpPacket",
     "SenderReport", "SourceDescription", "TransportFeedback", "UnknownRtcp",
@@ -351,22 +353,27 @@ class Nack(_Packet):
 
 @dataclass(slots=True)
 class TransportFeedback(_Packet):
-    """transport-cc feedback (draft-holmer-rmcat-transport-wide-cc), FCI raw."""
+    """transport-cc feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01).
+
+    The FCI is decoded into :class:`edge.media.twcc.TwccFeedback`; a malformed
+    FCI makes the packet (and so the compound) a ``ValueError`` like any other
+    malformed feedback. The FCI is padded with the P bit, as libwebrtc does.
+    """
 
     PACKET_TYPE: ClassVar[int] = RTCP_RTPFB
     FMT: ClassVar[int] = RTPFB_TRANSPORT_CC
 
     sender_ssrc: int
     media_ssrc: int
-    fci: bytes
+    feedback: TwccFeedback
 
     @classmethod
     def _decode(cls, packet_type: int, count: int, payload: bytes) -> TransportFeedback:
         sender_ssrc, media_ssrc = _feedback_ssrcs(payload)
-        return cls(sender_ssrc, media_ssrc, payload[8:])
+        return cls(sender_ssrc, media_ssrc, TwccFeedback.parse(payload[8:]))
 
     def __bytes__(self) -> bytes:
-        body = _FEEDBACK.pack(self.sender_ssrc, self.media_ssrc) + self.fci
+        body = _FEEDBACK.pack(self.sender_ssrc, self.media_ssrc) + bytes(self.feedback)
         return _pack(RTCP_RTPFB, RTPFB_TRANSPORT_CC, body)
 
 

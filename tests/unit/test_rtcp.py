@@ -24,6 +24,7 @@ from edge.media.rtcp import (
     parse_rtcp,
     serialize_compound,
 )
+from edge.media.twcc import TwccFeedback
 
 aiortc_rtp = pytest.importorskip("aiortc.rtp")
 aiortc_clock = pytest.importorskip("aiortc.clock")
@@ -58,8 +59,9 @@ EXAMPLES = [
     Bye([]),
     Nack(10, 11, [100, 101, 116, 117, 500]),
     Nack(10, 11, [65534, 65535, 0, 1, 13]),
-    TransportFeedback(12, 13, b"\x00\x01\x00\x02\x00\x00\x01\x02\x20\x02\x04\x00"),
-    TransportFeedback(12, 13, b"\x00\x01\x00\x01\x00\x00\x01\x02\x20\x01\x04"),  # P-bit padded
+    TransportFeedback(12, 13, TwccFeedback(1, 1, 2, [4, 0])),
+    TransportFeedback(12, 13, TwccFeedback(1, 1, 2, [4])),  # P-bit padded
+    TransportFeedback(12, 13, TwccFeedback(65535, -5, 255, [None, 300, -2, 7])),
     Pli(14, 15),
     Fir(16, [(17, 1), (18, 255)]),
     Remb(19, 1_000_000, [20, 21]),
@@ -358,7 +360,18 @@ packets = st.one_of(
         ),
     ),
     st.builds(Bye, st.lists(ssrcs, max_size=31), st.binary(max_size=255)),
-    st.builds(TransportFeedback, ssrcs, ssrcs, st.binary(max_size=64)),
+    st.builds(
+        TransportFeedback,
+        ssrcs,
+        ssrcs,
+        st.builds(
+            TwccFeedback,
+            st.integers(0, 0xFFFF),
+            st.integers(-(1 << 23), (1 << 23) - 1),
+            st.integers(0, 255),
+            st.lists(st.one_of(st.none(), st.integers(-0x8000, 0x7FFF)), min_size=1, max_size=40),
+        ),
+    ),
     st.builds(Pli, ssrcs, ssrcs),
     st.builds(Fir, ssrcs, st.lists(st.tuples(ssrcs, st.integers(0, 255)), max_size=8)),
     st.builds(UnknownRtcp, st.sampled_from([204, 207, 192, 210]), st.integers(0, 31), st.binary(max_size=64)),
