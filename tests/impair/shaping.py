@@ -7,14 +7,17 @@ rate       ``tbf`` qdisc on the sending end of the direction (host ``eth0``
            for *up*, the bridge port for *down*): a real bottleneck that
            queues up to ``queue_ms`` of data and then drops (tail drop)
 loss       nftables rule ``numgen random mod 10000 < p*100 drop`` in the
-           host's namespace (output hook for *up*, input hook for *down*)
+           bridge's namespace (bridge family, forward hook, matched on the
+           host's bridge port). Not in the host: a drop in the host's output
+           hook fails the sender's ``sendto`` with EPERM, which no real
+           network does; a drop on the bridge is silent.
 delay,     iptables ``NFQUEUE`` (output/input of ``eth0``) + the userspace
 jitter     delayer (impair/delayer.py) in the host's namespace; or, where the
            kernel has netem, a netem qdisc (``EDGE_TEST_DELAY_BACKEND`` =
            ``auto`` (default) | ``nfqueue`` | ``netem``)
 =========  ==================================================================
 
-Order along a direction: *up* = loss → delay → rate; *down* = rate → loss →
+Order along a direction: *up* = delay → rate → loss; *down* = loss → rate →
 delay. Every knob can be changed while traffic flows (``Direction.set``).
 """
 
@@ -142,11 +145,11 @@ class Direction:
         host = link.host
         if name == "up":
             self.tc_ns, self.tc_dev = host.name, host.iface
-            self.hook, self.iface_match, self.chain = "output", "oifname", "up"
+            self.chain = f"{host.bridge_port}_up"
             self.ipt_chain, self.ipt_if, self.queue = "OUTPUT", "-o", 0
         else:
             self.tc_ns, self.tc_dev = host.network.bridge_ns, host.bridge_port
-            self.hook, self.iface_match, self.chain = "input", "iifname", "down"
+            self.chain = f"{host.bridge_port}_down"
             self.ipt_chain, self.ipt_if, self.queue = "INPUT", "-i", 1
         self.current = CLEAR
         self._nfqueue_rule = False
@@ -200,19 +203,21 @@ class Direction:
     def _apply_loss(self, percent: float) -> None:
         self._dropped_before += self._loss_counter()
         self.link.ensure_nft()
-        rules = f"flush chain inet {PREFIX} {self.chain}\n"
+        rules = f"flush chain bridge {PREFIX} {self.chain}\n"
         if percent > 0:
-            # numgen in 1/100 of a percent, so fractional percentages work.
+            # numgen in 1/100 of a percent, so fractional percentages work. IP
+            # only: ARP is the LAN's business, and losing it stalls a whole
+            # neighbour for a second instead of losing packets independently.
             rules += (
-                f'add rule inet {PREFIX} {self.chain} {self.iface_match} "{self.link.host.iface}" '
+                f"add rule bridge {PREFIX} {self.chain} ether type {{ ip, ip6 }} "
                 f"numgen random mod 10000 < {round(percent * 100)} counter drop\n"
             )
-        sh("nft", "-f", "-", netns=self.link.host.name, stdin=rules)  # one transaction
+        sh("nft", "-f", "-", netns=self.link.host.network.bridge_ns, stdin=rules)  # one transaction
 
     def _loss_counter(self) -> int:
         if not self.link.nft_ready:
             return 0
-        out = sh("nft", "list", "chain", "inet", PREFIX, self.chain, netns=self.link.host.name)
+        out = sh("nft", "list", "chain", "bridge", PREFIX, self.chain, netns=self.link.host.network.bridge_ns)
         for line in out.splitlines():
             if "counter packets" in line:
                 return int(line.split("counter packets", 1)[1].split()[0])
@@ -302,13 +307,18 @@ class Link:
     def ensure_nft(self) -> None:
         if self.nft_ready:
             return
+        # One table per bridge (its namespace), a pair of chains per host port.
+        port = self.host.bridge_port
         sh(
-            "nft", "-f", "-", netns=self.host.name,
+            "nft", "-f", "-", netns=self.host.network.bridge_ns,
             stdin=(
-                f"table inet {PREFIX} {{\n"
-                f"  chain up {{ type filter hook output priority -10; policy accept; }}\n"
-                f"  chain down {{ type filter hook input priority -10; policy accept; }}\n"
+                f"table bridge {PREFIX} {{\n"
+                "  chain forward { type filter hook forward priority -10; policy accept; }\n"
+                f"  chain {port}_up {{ }}\n"
+                f"  chain {port}_down {{ }}\n"
                 "}\n"
+                f'add rule bridge {PREFIX} forward iifname "{port}" jump {port}_up\n'
+                f'add rule bridge {PREFIX} forward oifname "{port}" jump {port}_down\n'
             ),
         )
         self.nft_ready = True
