@@ -28,6 +28,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,19 @@ class NetNs:
         """Start a process inside the namespace (same environment, cwd and file arguments)."""
         return subprocess.Popen(self.argv(*argv), **kwargs)
 
+    def exec_wrapper(self, executable: str) -> str:
+        """Path of a script that runs ``executable`` (with its arguments) in this namespace.
+
+        For launchers that take an executable path rather than an argv prefix:
+        Playwright's ``chromium.launch(executable_path=ns.exec_wrapper("/usr/bin/chromium"))``
+        runs the browser inside the namespace (Playwright talks to it over
+        pipes, which cross namespaces). Removed with the Network.
+        """
+        path = Path(self.network.tmpdir) / f"{self.host}-{Path(executable).name}"
+        path.write_text(f'#!/bin/sh\nexec ip netns exec {self.name} {executable} "$@"\n')
+        path.chmod(0o755)
+        return str(path)
+
     def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM) -> socket.socket:
         """A socket that lives in this namespace, usable from any thread of this process.
 
@@ -187,6 +201,7 @@ class Network:
         self.hosts: dict[str, NetNs] = {}
         self.subnet = ""
         self.root_address = ""
+        self.tmpdir = tempfile.mkdtemp(prefix=f"{self.id}-")
         self._closed = False
 
     def __enter__(self) -> "Network":
@@ -246,6 +261,7 @@ class Network:
         # Deleting the bridge namespace destroys the veth pairs, root end included.
         _delete_namespace(self.bridge_ns)
         sh("ip", "link", "delete", self.root_iface, check=False)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
         _live.discard(self)
 
     def namespaces(self) -> list[str]:

@@ -298,3 +298,38 @@ def test_namespaces_of_a_killed_run_are_removed_by_the_next() -> None:
     removed = cleanup_stale()
     assert set(names) <= set(removed)
     assert not set(names) & existing_namespaces()
+
+
+async def test_chromium_runs_inside_a_namespace_through_its_link(net: tuple[NetNs, NetNs]) -> None:
+    """Playwright + Debian Chromium launched via exec_wrapper: its traffic leaves
+    from the viewer's address and takes the viewer's (delayed) link."""
+    from playwright.async_api import async_playwright
+
+    node, viewer = net
+    page_server = node.popen(
+        [sys.executable, "-m", "http.server", "--bind", node.address, "8000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    viewer.link.up.set(delay_ms=100)
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(
+                executable_path=viewer.exec_wrapper("/usr/bin/chromium"),
+                headless=True,
+                args=["--no-sandbox", "--disable-gpu"],
+            )
+            page = await browser.new_page()
+            await page.goto(f"http://{node.address}:8000/", wait_until="load")
+            rtt = await page.evaluate(
+                """async (url) => { const t = performance.now(); await fetch(url, {cache: "no-store"});
+                   return performance.now() - t; }""",
+                f"http://{node.address}:8000/",
+            )
+            await browser.close()
+    finally:
+        page_server.terminate()
+        _, log = page_server.communicate(timeout=10)
+    assert f"{viewer.address} - -" in log, log  # the request came from the viewer's namespace
+    assert rtt >= 100, rtt  # and crossed the viewer's link, 100 ms each way up
