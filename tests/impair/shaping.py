@@ -206,10 +206,11 @@ class Direction:
         rules = f"flush chain bridge {PREFIX} {self.chain}\n"
         if percent > 0:
             # numgen in 1/100 of a percent, so fractional percentages work. IP
-            # only: ARP is the LAN's business, and losing it stalls a whole
-            # neighbour for a second instead of losing packets independently.
+            # only, and not ICMPv6 (neighbour discovery): ARP/ND are the LAN's
+            # business, and losing them stalls a whole neighbour for a second
+            # instead of losing packets independently.
             rules += (
-                f"add rule bridge {PREFIX} {self.chain} ether type {{ ip, ip6 }} "
+                f"add rule bridge {PREFIX} {self.chain} ether type {{ ip, ip6 }} meta l4proto != ipv6-icmp "
                 f"numgen random mod 10000 < {round(percent * 100)} counter drop\n"
             )
         sh("nft", "-f", "-", netns=self.link.host.network.bridge_ns, stdin=rules)  # one transaction
