@@ -37,6 +37,16 @@ def emit(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
+async def wait_stdin_eof() -> None:
+    # A pipe reader on the loop, not a thread: a thread blocked in read()
+    # would keep asyncio.run from returning.
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        pass
+
+
 async def view(args: argparse.Namespace) -> int:
     viewer = WhepViewer(args.url, args.room, args.token)
     frame_times: list[float] = []
@@ -65,8 +75,12 @@ async def view(args: argparse.Namespace) -> int:
                     emit(event="first_frame", after_s=round(now, 4))
 
     watcher = asyncio.ensure_future(watch())
-    await asyncio.sleep(args.seconds)  # the viewing session's length is the test's parameter
+    stdin_closed = asyncio.ensure_future(wait_stdin_eof())
+    # The viewing session's length is the test's parameter: --seconds, or
+    # until the test closes our stdin, whichever comes first.
+    await asyncio.wait([stdin_closed], timeout=args.seconds or None)
     watcher.cancel()
+    stdin_closed.cancel()
     emit(
         event="result",
         frames=viewer.frames,
@@ -89,8 +103,7 @@ async def publish(args: argparse.Namespace) -> int:
         emit(event="failed", status=response.status_code, error=response.text)
         return 1
     emit(event="connected", status=201)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)  # until the test closes our stdin
+    await wait_stdin_eof()  # publish until the test closes our stdin
     frames = publisher.video_track.frames if publisher.video_track else 0
     await publisher.stop()
     emit(event="result", video_frames_sent=frames)
@@ -104,7 +117,9 @@ def main() -> None:
     ap.add_argument("--room", required=True)
     ap.add_argument("--token", required=True)
     ap.add_argument("--address", required=True, help="the only ICE host address to gather")
-    ap.add_argument("--seconds", type=float, default=8.0, help="viewer: how long to watch")
+    ap.add_argument(
+        "--seconds", type=float, default=8.0, help="viewer: how long to watch (0: until stdin closes)"
+    )
     args = ap.parse_args()
     install_ice_addresses([args.address])
     sys.exit(asyncio.run(view(args) if args.role == "view" else publish(args)))

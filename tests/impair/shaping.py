@@ -244,8 +244,13 @@ class Direction:
         tbf = imp.rate_kbit is not None
         delay = netem and (imp.delay_ms > 0 or imp.jitter_ms > 0)
         tc = functools.partial(sh, netns=self.tc_ns)
-        if (tbf, delay) == self._tc_shape and tbf and not delay:
-            tc("tc", "qdisc", "change", "dev", self.tc_dev, "root", "handle", "1:", *self._tbf_args(imp))
+        if (tbf, delay) == self._tc_shape:
+            # Same tree: change in place, so queued packets stay queued.
+            if tbf:
+                tc("tc", "qdisc", "change", "dev", self.tc_dev, "root", "handle", "1:", *self._tbf_args(imp))
+            if delay:
+                where = ["parent", "1:1", "handle", "10:"] if tbf else ["root", "handle", "1:"]
+                tc("tc", "qdisc", "change", "dev", self.tc_dev, *where, *self._netem_args(imp))
             return
         if self._tc_shape != (False, False):
             tc("tc", "qdisc", "del", "dev", self.tc_dev, "root", check=False)
