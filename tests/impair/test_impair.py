@@ -335,3 +335,32 @@ async def test_chromium_runs_inside_a_namespace_through_its_link(net: tuple[NetN
         _, log = page_server.communicate(timeout=10)
     assert f"{viewer.address} - -" in log, log  # the request came from the viewer's namespace
     assert rtt >= 100, rtt  # and crossed the viewer's link, 100 ms each way up
+
+
+def rate_between(arrivals: Arrivals, start: float, t0: float, t1: float) -> float:
+    """kbit/s of frames that arrived between start+t0 and start+t1."""
+    frames = [size + 42 for _, _, arrived, size in arrivals.got if start + t0 <= arrived < start + t1]
+    return sum(frames) * 8 / (t1 - t0) / 1000
+
+
+async def test_play_runs_a_profile_schedule_on_live_traffic(net: tuple[NetNs, NetNs]) -> None:
+    """`bandwidth drop` at 1/20 speed: 5 Mbit/s, 500 kbit/s at 0.5 s, 5 Mbit/s at 1 s,
+    under a steady 2 Mbit/s stream: the stream passes, is squeezed, passes again."""
+    import asyncio
+
+    from tests.impair import play
+
+    node, viewer = net
+    tx, rx, addr = udp_pair(node, viewer)
+    arrivals = Arrivals(rx).run()
+    start = time.monotonic()
+    sender = asyncio.to_thread(send_paced, tx, addr, 2000, 1.5, 500)
+    await asyncio.gather(sender, play(viewer.link, PROFILES["bandwidth drop"], time_scale=0.05))
+    await asyncio.sleep(0.2)  # let the queue drain
+    arrivals.stop()
+    before = rate_between(arrivals, start, 0.1, 0.45)
+    during = rate_between(arrivals, start, 0.7, 0.95)
+    after = rate_between(arrivals, start, 1.25, 1.5)
+    assert 1700 <= before <= 2400, (before, during, after)
+    assert 400 <= during <= 600, (before, during, after)
+    assert 1700 <= after <= 2400, (before, during, after)
