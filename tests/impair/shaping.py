@@ -113,8 +113,11 @@ class DelayerProcess:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         if line != want:
-            err = self.proc.stderr.read() if self.proc.poll() is not None and self.proc.stderr else ""
-            raise RuntimeError(f"delayer said {line!r}, expected {want!r} {err}")
+            err = ""
+            if not line and self.proc.stderr is not None:  # it died: say why (e.g. no NetfilterQueue)
+                self.proc.wait(5)
+                err = self.proc.stderr.read()[-2000:]
+            raise RuntimeError(f"delayer said {line!r}, expected {want!r}: {err}")
 
     def configure(self, **settings: Any) -> None:
         assert self.proc.stdin is not None
