@@ -1,8 +1,11 @@
 """Real packet impairment for tests, with what this kernel has (no netem).
 
-* loss: an nftables rule ``numgen random mod 100 < N drop`` (this module);
-* bandwidth: tbf/htb qdiscs; delay/jitter: NFQUEUE + a userspace delayer
-  (added with the weak-network work).
+* loss: an nftables rule ``numgen random mod 100 < N drop`` (this module),
+  on loopback, for one UDP port: the smallest tool for "this viewer loses 5 %".
+
+For whole hosts with shaped links (rate, loss, delay, jitter per direction,
+profiles like 3G, changed at runtime) use the tests/impair package
+(docs/impairment.md).
 
 Rules live in a table of their own, removed on exit, so a failed test leaves
 nothing behind. Needs root and the `nft` binary (the README test command

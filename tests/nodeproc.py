@@ -12,11 +12,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from edge.auth import TokenAuthority
+
+if TYPE_CHECKING:
+    from .impair import NetNs
 
 
 def free_port() -> int:
@@ -26,9 +29,17 @@ def free_port() -> int:
 
 
 class NodeProcess:
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    """``edge serve`` on loopback, or inside ``netns`` bound to its address.
+
+    In a namespace (tests/impair) the node's HTTP and ICE addresses are the
+    namespace's; the test process reaches it over the test network's bridge.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, netns: "NetNs | None" = None) -> None:
+        self.netns = netns
+        self.host = netns.address if netns else "127.0.0.1"
+        self.port = free_port()  # a fresh namespace has every port free
+        self.url = f"http://{self.host}:{self.port}"
         self.secret = secrets.token_urlsafe(32)
         self.data_dir = tempfile.mkdtemp(prefix="edge-test-")
         self.authority = TokenAuthority(self.secret)
@@ -40,14 +51,16 @@ class NodeProcess:
             "EDGE_HTTP_PORT": str(self.port),
             "EDGE_LOG_FORMAT": "json",
             "EDGE_LIMITS_SESSIONS_PER_MINUTE": "100000",
+            **({"EDGE_HTTP_HOST": self.host, "EDGE_MEDIA_ICE_ADDRESSES": self.host} if netns else {}),
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> "NodeProcess":
         self._log = open(self.log_path, "wb")
+        argv = [sys.executable, "-m", "edge.cli", "serve"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "serve"],
+            self.netns.argv(*argv) if self.netns else argv,  # `ip netns exec` execs: same pid
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
