@@ -1567,10 +1567,9 @@ static int rtcp_next(const uint8_t *d, size_t len, size_t pos, unsigned *type, u
 static unsigned long long nack_resend(NativeConsumerObject *nc, const uint16_t *seqs, size_t n,
                                       int send)
 {
-    struct mmsghdr msgs[17 * 64];
-    struct iovec iov[17 * 64];
+    struct mmsghdr msgs[256]; /* a NACK packet asks for up to 17 per FCI: batches of 256 */
+    struct iovec iov[256];
     unsigned long long eagain = 0, errors = 0;
-    size_t i;
     int served = 0, off = 0;
     pthread_mutex_lock(&nc->lock);
     while (off < (int)n) {
@@ -1596,7 +1595,6 @@ static unsigned long long nack_resend(NativeConsumerObject *nc, const uint16_t *
     nc->eagain += eagain;
     nc->send_errors += errors;
     pthread_mutex_unlock(&nc->lock);
-    (void)i;
     return (unsigned long long)served;
 }
 
