@@ -435,6 +435,34 @@ class NativeDataPlane:
             now,
         )
 
+    def forward_parsed(self, producer: "Producer", data: bytes, parsed: tuple[Any, ...], now: float) -> int:
+        """``forward()`` with a ``RtpParser.parse`` tuple instead of an RtpHeader.
+
+        The keyframe flag is the tuple's; its audio level is the value of the
+        parser's audio-level id, which must be the producer's
+        (``rtp_parser(sections)`` takes both from the same m-lines).
+        """
+        offset, padding, marker, payload_type, seq, timestamp = parsed[:6]
+        length = len(data) - padding - offset
+        if length <= 0:  # padding-only probe packets carry nothing for a viewer
+            return 0
+        group = self._groups.get(producer)
+        if group is None or group[0] != producer.consumers:
+            group = self._rebuild(producer)
+        return group[1].forward(  # type: ignore[no-any-return]
+            data,
+            marker,
+            payload_type,
+            seq,
+            timestamp,
+            offset,
+            length,
+            parsed[13],
+            abs_send_time(now) if producer.video else None,
+            parsed[12] if producer.audio_level_id else None,
+            now,
+        )
+
     def retransmit(self, consumer: "Consumer", sequence_numbers: list[int]) -> int:
         native = consumer.slot.forwarder
         if not isinstance(native, NativeConsumer):
