@@ -47,6 +47,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ingress.h"
 #include "srtp_tx.h"
 #include <openssl/crypto.h>
 
@@ -1521,6 +1522,245 @@ static PyTypeObject FanoutType = {
     .tp_getset = Fanout_getset,
 };
 
+/* ====================================================================== NACK */
+
+/* One viewer consumer a NACK may name: its outgoing SSRC, NativeConsumer (or none
+ * when the slot never forwarded natively: nothing to resend), remaining budget. */
+typedef struct {
+    uint32_t ssrc;
+    NativeConsumerObject *nc;
+    long long budget;
+    int send;
+    unsigned long long requested, throttled, served;
+} nack_target;
+
+static inline uint32_t be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* One packet of a compound, as edge/media/rtcp.py _read_packet frames it. */
+static int rtcp_next(const uint8_t *d, size_t len, size_t pos, unsigned *type, unsigned *count,
+                     size_t *start, size_t *payload_end, size_t *end)
+{
+    size_t words, pad;
+    if (len - pos < 4 || d[pos] >> 6 != 2)
+        return -1;
+    *type = d[pos + 1];
+    *count = d[pos] & 0x1F;
+    words = ((size_t)d[pos + 2] << 8) | d[pos + 3];
+    *start = pos + 4;
+    *end = *start + 4 * words;
+    if (*end > len)
+        return -1;
+    *payload_end = *end;
+    if (d[pos] & 0x20) {
+        pad = *end > *start ? d[*end - 1] : 0;
+        if (pad == 0 || pad > *end - *start)
+            return -1;
+        *payload_end -= pad;
+    }
+    return 0;
+}
+
+/* Resend `seqs` from nc's ring with one sendmmsg (nc's lock taken here). */
+static unsigned long long nack_resend(NativeConsumerObject *nc, const uint16_t *seqs, size_t n,
+                                      int send)
+{
+    struct mmsghdr msgs[256]; /* a NACK packet asks for up to 17 per FCI: batches of 256 */
+    struct iovec iov[256];
+    unsigned long long eagain = 0, errors = 0;
+    int served = 0, off = 0;
+    pthread_mutex_lock(&nc->lock);
+    while (off < (int)n) {
+        int batch = 0;
+        memset(msgs, 0, sizeof msgs);
+        for (; off < (int)n && batch < (int)(sizeof msgs / sizeof msgs[0]); off++) {
+            ring_entry *e = &nc->ring[(uint64_t)seqs[off] & nc->ring_mask];
+            if (e->seq != (int64_t)seqs[off])
+                continue;
+            iov[batch].iov_base = e->buf;
+            iov[batch].iov_len = e->len;
+            msgs[batch].msg_hdr.msg_iov = &iov[batch];
+            msgs[batch].msg_hdr.msg_iovlen = 1;
+            msgs[batch].msg_hdr.msg_name = &nc->addr;
+            msgs[batch].msg_hdr.msg_namelen = nc->addrlen;
+            batch++;
+        }
+        if (send && batch && nc->fd >= 0 && !__atomic_load_n(&nc->closing, __ATOMIC_SEQ_CST))
+            send_batch(nc->fd, msgs, batch, &eagain, &errors);
+        served += batch;
+    }
+    nc->retransmitted += (unsigned long long)served;
+    nc->eagain += eagain;
+    nc->send_errors += errors;
+    pthread_mutex_unlock(&nc->lock);
+    return (unsigned long long)served;
+}
+
+/* Phase 2 of serve_nacks, no GIL: every generic NACK of the compound, in order. */
+static void nack_serve_all(const uint8_t *d, size_t len, nack_target *t, Py_ssize_t nt,
+                           uint16_t *lost)
+{
+    size_t pos = 0, start, payload_end, end;
+    unsigned type, count;
+    while (pos < len && rtcp_next(d, len, pos, &type, &count, &start, &payload_end, &end) == 0) {
+        pos = end;
+        if (type == 205 && count == 1) {
+            uint32_t media = be32(d + start + 4);
+            Py_ssize_t k;
+            size_t q, n = 0;
+            long long asked;
+            nack_target *c = NULL;
+            for (k = 0; k < nt; k++)
+                if (t[k].ssrc == media) {
+                    c = &t[k];
+                    break;
+                }
+            if (c == NULL)
+                continue;
+            /* Nack._decode: each PID then the BLP bits, lowest first. */
+            for (q = start + 8; q + 4 <= payload_end; q += 4) {
+                uint16_t pid = (uint16_t)((d[q] << 8) | d[q + 1]);
+                unsigned blp = ((unsigned)d[q + 2] << 8) | d[q + 3], bit;
+                lost[n++] = pid;
+                for (bit = 0; blp; bit++, blp >>= 1)
+                    if (blp & 1)
+                        lost[n++] = (uint16_t)(pid + bit + 1);
+            }
+            /* ViewerSession.on_rtcp: at most `budget` of them, the first ones. */
+            c->requested += n;
+            asked = (long long)n;
+            if (asked > c->budget) {
+                c->throttled += (unsigned long long)(asked - c->budget);
+                asked = c->budget;
+            }
+            c->budget -= asked;
+            if (asked > 0 && c->nc != NULL)
+                c->served += nack_resend(c->nc, lost, (size_t)asked, c->send);
+        }
+    }
+}
+
+/* serve_nacks(data, ssrcs, natives, budgets, send_ok) -> (status, [(requested, throttled, served)])
+ *
+ * status -1: the compound is malformed (as parse_rtcp frames it, or a NACK is
+ * malformed); nothing was served. 0: it held only generic NACKs, all handled.
+ * 1: it holds other packets too, for Python to parse. */
+static PyObject *native_serve_nacks(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data;
+    PyObject *ssrcs = NULL, *natives = NULL, *budgets = NULL, *send_ok = NULL, *result = NULL;
+    PyObject *per = NULL;
+    nack_target *t = NULL;
+    uint16_t *lost = NULL;
+    Py_ssize_t nt = 0, k;
+    size_t pos = 0, start, payload_end, end, max_fci = 0;
+    unsigned type, count;
+    int status = 0;
+    const uint8_t *d;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "serve_nacks(data, ssrcs, natives, budgets, send_ok)");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    d = data.buf;
+    ssrcs = PySequence_Fast(args[1], "ssrcs must be a sequence");
+    natives = ssrcs ? PySequence_Fast(args[2], "natives must be a sequence") : NULL;
+    budgets = natives ? PySequence_Fast(args[3], "budgets must be a sequence") : NULL;
+    send_ok = budgets ? PySequence_Fast(args[4], "send_ok must be a sequence") : NULL;
+    if (send_ok == NULL)
+        goto done;
+    nt = PySequence_Fast_GET_SIZE(ssrcs);
+    if (PySequence_Fast_GET_SIZE(natives) != nt || PySequence_Fast_GET_SIZE(budgets) != nt ||
+        PySequence_Fast_GET_SIZE(send_ok) != nt) {
+        PyErr_SetString(PyExc_ValueError, "ssrcs, natives, budgets and send_ok differ in length");
+        goto done;
+    }
+    t = PyMem_Calloc((size_t)(nt ? nt : 1), sizeof *t);
+    if (t == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (k = 0; k < nt; k++) {
+        PyObject *nc = PySequence_Fast_GET_ITEM(natives, k);
+        uint64_t v;
+        int64_t b;
+        if (get_u64(PySequence_Fast_GET_ITEM(ssrcs, k), &v, 0xFFFFFFFFull, "ssrc") < 0 ||
+            get_i64(PySequence_Fast_GET_ITEM(budgets, k), &b, "budget") < 0)
+            goto done;
+        if (nc != Py_None && !PyObject_TypeCheck(nc, &NativeConsumerType)) {
+            PyErr_SetString(PyExc_TypeError, "natives holds NativeConsumer or None");
+            goto done;
+        }
+        if (nc != Py_None && ((NativeConsumerObject *)nc)->ring == NULL) {
+            PyErr_SetString(PyExc_ValueError, "a NativeConsumer is not initialized");
+            goto done;
+        }
+        if ((t[k].send = PyObject_IsTrue(PySequence_Fast_GET_ITEM(send_ok, k))) < 0)
+            goto done;
+        t[k].ssrc = (uint32_t)v;
+        t[k].nc = nc == Py_None ? NULL : (NativeConsumerObject *)nc;
+        t[k].budget = b < 0 ? 0 : b;
+    }
+
+    /* Phase 1: validate the whole compound before serving anything. */
+    if (data.len == 0)
+        status = -1;
+    while (status >= 0 && pos < (size_t)data.len) {
+        if (rtcp_next(d, (size_t)data.len, pos, &type, &count, &start, &payload_end, &end) < 0) {
+            status = -1;
+            break;
+        }
+        if (type == 205 && count == 1) {
+            size_t plen = payload_end - start;
+            if (plen < 8 || plen % 4) {
+                status = -1;
+                break;
+            }
+            if ((plen - 8) / 4 > max_fci)
+                max_fci = (plen - 8) / 4;
+        } else {
+            status = 1;
+        }
+        pos = end;
+    }
+    if (status >= 0 && max_fci) {
+        lost = PyMem_Malloc(max_fci * 17 * sizeof(uint16_t));
+        if (lost == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        /* Phase 2, no GIL: the natives stay alive (the caller's sequence holds them). */
+        Py_BEGIN_ALLOW_THREADS
+        nack_serve_all(d, (size_t)data.len, t, nt, lost);
+        Py_END_ALLOW_THREADS
+    }
+    per = PyList_New(nt);
+    if (per == NULL)
+        goto done;
+    for (k = 0; k < nt; k++) {
+        PyObject *item = Py_BuildValue("(KKK)", t[k].requested, t[k].throttled, t[k].served);
+        if (item == NULL) {
+            Py_CLEAR(per);
+            goto done;
+        }
+        PyList_SET_ITEM(per, k, item);
+    }
+    result = Py_BuildValue("(iN)", status, per);
+done:
+    PyMem_Free(t);
+    PyMem_Free(lost);
+    Py_XDECREF(ssrcs);
+    Py_XDECREF(natives);
+    Py_XDECREF(budgets);
+    Py_XDECREF(send_ok);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 /* ====================================================================== module */
 
 static PyObject *native_abs_send_time(PyObject *m, PyObject *arg)
@@ -1540,6 +1780,9 @@ static PyObject *native_abs_send_time(PyObject *m, PyObject *arg)
 static PyMethodDef module_methods[] = {
     {"abs_send_time", native_abs_send_time, METH_O,
      "abs_send_time(now) -> bytes: the 3-byte abs-send-time value (edge.media.rtp)."},
+    {"serve_nacks", (PyCFunction)(void (*)(void))native_serve_nacks, METH_FASTCALL,
+     "serve_nacks(data, ssrcs, natives, budgets, send_ok) -> (status, [(requested, throttled, "
+     "served), ...]): a viewer's generic NACKs resent from the rings (see native_plane.py)."},
     {NULL}};
 
 static struct PyModuleDef native_module = {
@@ -1566,7 +1809,23 @@ PyMODINIT_FUNC PyInit__native(void)
     m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
-    SrtpError = PyErr_NewException("edge.media._native.SrtpError", PyExc_Exception, NULL);
+    {
+        /* A pylibsrtp.Error when pylibsrtp is there (it is: aiortc needs it), so
+         * code that catches libsrtp's errors (aiortc's receive loop) catches ours. */
+        PyObject *base = NULL, *lib = PyImport_ImportModule("pylibsrtp");
+        if (lib != NULL) {
+            base = PyObject_GetAttrString(lib, "Error");
+            Py_DECREF(lib);
+        }
+        if (base == NULL || !PyExceptionClass_Check(base)) {
+            PyErr_Clear();
+            Py_XDECREF(base);
+            base = PyExc_Exception;
+            Py_INCREF(base);
+        }
+        SrtpError = PyErr_NewException("edge.media._native.SrtpError", base, NULL);
+        Py_DECREF(base);
+    }
     Py_INCREF(&SrtpContextType);
     Py_INCREF(&NativeConsumerType);
     Py_INCREF(&FanoutType);
@@ -1579,7 +1838,8 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "PROFILE_AEAD_AES_128_GCM", EN_SRTP_AEAD_AES_128_GCM) < 0 ||
         PyModule_AddIntConstant(m, "PROFILE_AEAD_AES_256_GCM", EN_SRTP_AEAD_AES_256_GCM) < 0 ||
         PyModule_AddIntConstant(m, "CHUNK", CHUNK) < 0 ||
-        PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0) {
+        PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0 ||
+        PyModule_AddFunctions(m, en_ingress_methods) < 0 || en_ingress_add_types(m, SrtpError) < 0) {
         Py_DECREF(m);
         return NULL;
     }

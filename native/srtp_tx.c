@@ -32,18 +32,37 @@ int en_srtp_master_lengths(int profile, unsigned *key_len, unsigned *salt_len)
     }
 }
 
+/* libsrtp's srtp_err_status_t messages as pylibsrtp words them (its ERRORS). */
+static const char *const error_messages[] = {
+    "nothing to report",
+    "unspecified failure",
+    "unsupported parameter",
+    "couldn't allocate memory",
+    "couldn't deallocate properly",
+    "couldn't initialize",
+    "can't process as much data as requested",
+    "authentication failure",
+    "cipher failure",
+    "replay check failed (bad index)",
+    "replay check failed (index too old)",
+    "algorithm failed test routine",
+    "unsupported operation",
+    "no appropriate context found",
+    "unable to perform desired validation",
+    "can't use key any more",
+    "error in use of socket",
+    "error in use POSIX signals",
+    "nonce check failed",
+    "couldn't read data",
+    "couldn't write data",
+    "error parsing data",
+};
+
 const char *en_srtp_error_message(int err)
 {
-    switch (err) {
-    case EN_SRTP_ERR_BAD_PARAM:
-        return "unsupported parameter";
-    case EN_SRTP_ERR_CIPHER:
-        return "cipher failure";
-    case EN_SRTP_ERR_REPLAY_OLD:
-        return "replay check failed (index too old)";
-    default:
+    if (err < 0 || err >= (int)(sizeof error_messages / sizeof error_messages[0]))
         return "unspecified failure";
-    }
+    return error_messages[err];
 }
 
 /*
@@ -52,7 +71,7 @@ const char *en_srtp_error_message(int err)
  * being the master salt (zero-padded to 14 bytes: RFC 7714 section 11 keeps
  * the 112-bit KDF for its 96-bit salts) with the label XORed into byte 7.
  */
-static int kdf(const uint8_t *master_key, unsigned key_len, const uint8_t salt14[14],
+int en_srtp_kdf(const uint8_t *master_key, unsigned key_len, const uint8_t salt14[14],
                uint8_t label, uint8_t *out, unsigned out_len)
 {
     uint8_t iv[16] = {0};
@@ -87,8 +106,8 @@ int en_srtp_tx_init(en_srtp_tx *tx, int profile, const uint8_t *master, size_t m
     tx->profile = profile;
     tx->aead = profile == EN_SRTP_AEAD_AES_128_GCM || profile == EN_SRTP_AEAD_AES_256_GCM;
 
-    if (!kdf(master, key_len, salt14, 0x00, session_key, key_len) ||
-        !kdf(master, key_len, salt14, 0x02, tx->salt, tx->aead ? 12 : 14))
+    if (!en_srtp_kdf(master, key_len, salt14, 0x00, session_key, key_len) ||
+        !en_srtp_kdf(master, key_len, salt14, 0x02, tx->salt, tx->aead ? 12 : 14))
         goto fail;
 
     if (tx->aead) {
@@ -99,7 +118,7 @@ int en_srtp_tx_init(en_srtp_tx *tx, int profile, const uint8_t *master, size_t m
         int i;
         tx->tag_len = profile == EN_SRTP_AES128_CM_SHA1_80 ? 10 : 4;
         cipher = EVP_aes_128_ctr();
-        if (!kdf(master, key_len, salt14, 0x01, auth_key, 20))
+        if (!en_srtp_kdf(master, key_len, salt14, 0x01, auth_key, 20))
             goto fail;
         /* HMAC (RFC 2104) with the inner and outer pad blocks hashed once. */
         memset(pad, 0x36, sizeof pad);

@@ -57,6 +57,11 @@ typedef struct {
 /* Key lengths (master key, master salt) of a profile; 0 if unsupported. */
 int en_srtp_master_lengths(int profile, unsigned *key_len, unsigned *salt_len);
 
+/* The RFC 3711 key derivation function (rate 0): `label` XORed into the salt,
+ * AES-CM keystream of out_len (<= 64) bytes. */
+int en_srtp_kdf(const uint8_t *master_key, unsigned key_len, const uint8_t salt14[14],
+                uint8_t label, uint8_t *out, unsigned out_len);
+
 /* Derive the session keys from master key + salt (key_len + salt_len bytes).
  * window_size is the replay window (libsrtp rounds it up to a multiple of 32). */
 int en_srtp_tx_init(en_srtp_tx *tx, int profile, const uint8_t *master, size_t master_len,

@@ -63,6 +63,26 @@ That holds by construction: the node's aiortc senders never run
 receiver keeps separate replay state for SRTP and SRTCP, so the native RTP
 context and aiortc's RTCP context of the same SSRC never collide.
 
+Ingress (native/srtp_rx.c, native/rtp_parse.c, native/ingress.c)
+------------------------------------------------------------------
+``NativeDataPlane.srtp_receiver`` is the transports' ``srtp_receiver_factory``
+(set by MediaNode.create_session): once a transport connects, its inbound SRTP
+and SRTCP are unprotected by a ``SrtpReceiver`` keyed with ``srtp_rx_keys()``
+instead of aiortc's pylibsrtp session: same bytes out, same packets refused
+with the same messages (libsrtp 2.7's per-SSRC streams, index estimation,
+1024-packet replay window, SRTCP's 128-entry window), the crypto without the
+GIL. Its ``SrtpError`` subclasses ``pylibsrtp.Error``, so aiortc's receive loop
+and ``_CountingSrtp`` (``on_drop("srtp")`` / ``on_drop("srtcp")``) treat a
+refusal exactly as before. ``counters()`` sums the receivers' counters and
+``consumer_counters()`` the live native consumers' (protect errors, EAGAIN
+drops, send errors, retransmissions) for /metrics.
+
+``rtp_parser(sections)`` gives a ``RtpParser`` whose ``parse(data)`` does
+``RtpHeader.parse`` + the extension lookups + ``codecs.is_keyframe`` in one C
+call (``RtpParser.parse`` below says what it returns), and ``serve_nacks``
+answers a viewer's generic NACKs from the native rings without building
+Python objects per sequence number.
+
 Differences from the Python plane (only on failure paths)
 ----------------------------------------------------------
 * A packet SRTP refuses (its index is more than the replay window, 1024, behind
@@ -77,10 +97,20 @@ Differences from the Python plane (only on failure paths)
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..observability.logging import get_logger
 from .dataplane import PythonDataPlane
+from ..transport.webrtc import (
+    EXT_ABS_SEND_TIME,
+    EXT_AUDIO_LEVEL,
+    EXT_MID,
+    EXT_REPAIRED_RID,
+    EXT_RID,
+    EXT_TRANSPORT_CC,
+    MediaSection,
+)
 from .rtp import RtpHeader, abs_send_time
 
 try:
@@ -100,8 +130,111 @@ log = get_logger("edge.media")
 
 NativeConsumer = _native.NativeConsumer
 Fanout = _native.Fanout
+SrtpReceiver = _native.SrtpReceiver
+RtpParser = _native.RtpParser
+SrtpError = _native.SrtpError
 
-__all__ = ["NativeConsumer", "NativeDataPlane", "NativeRetransmitView", "native_consumer_for"]
+__all__ = [
+    "NackOutcome",
+    "NativeConsumer",
+    "NativeDataPlane",
+    "NativeRetransmitView",
+    "RtpParser",
+    "SrtpReceiver",
+    "native_consumer_for",
+    "rtp_parser",
+    "serve_nacks",
+]
+
+
+def rtp_parser(sections: Iterable[MediaSection]) -> Any:
+    """A RtpParser for a publisher's negotiated m-lines (one BUNDLE: one id per URI).
+
+    ``parser.parse(data)`` returns the tuple
+    ``(payload_offset, padding_length, marker, payload_type, sequence_number,
+    timestamp, ssrc, mid, rid, repaired_rid, abs_send_time, transport_cc,
+    audio_level, keyframe)``: the first seven as ``RtpHeader``'s fields; ``mid``,
+    ``rid``, ``repaired_rid`` as str (UTF-8, errors replaced) or None;
+    ``abs_send_time`` and ``transport_cc`` as int (the value big-endian) or None;
+    ``audio_level`` as the raw extension bytes (what ``forward`` passes on) or
+    None; ``keyframe`` = ``codecs.is_keyframe(codec of payload_type,
+    data[payload_offset:])``. Malformed packets raise ValueError with
+    ``RtpHeader.parse``'s message.
+    """
+    ids: dict[str, int] = {}
+    codecs: dict[int, str] = {}
+    for section in sections:
+        for uri, ext_id in section.extensions.items():
+            ids.setdefault(uri, ext_id)
+        for codec in section.codecs:
+            codecs.setdefault(codec.payload_type, codec.name)
+    return RtpParser(
+        mid_id=ids.get(EXT_MID, 0),
+        rid_id=ids.get(EXT_RID, 0),
+        repaired_rid_id=ids.get(EXT_REPAIRED_RID, 0),
+        abs_send_time_id=ids.get(EXT_ABS_SEND_TIME, 0),
+        transport_cc_id=ids.get(EXT_TRANSPORT_CC, 0),
+        audio_level_id=ids.get(EXT_AUDIO_LEVEL, 0),
+        codecs=codecs,
+    )
+
+
+@dataclass(slots=True)
+class NackOutcome:
+    """What serve_nacks did with one RTCP compound from a viewer.
+
+    ``malformed``: the compound does not frame (nothing was served; drop it as
+    ``malformed_rtcp``). ``others``: it holds packets besides generic NACKs,
+    which the caller still has to handle (parse it and skip the Nacks).
+    The counts are the sums ViewerSession.on_rtcp feeds its metrics with.
+    """
+
+    malformed: bool
+    others: bool
+    received: int = 0  # sequence numbers asked for (nack_received)
+    throttled: int = 0  # beyond the consumers' budgets (nack_throttled)
+    served: int = 0  # re-sent from the rings (nack_served)
+    missed: int = 0  # asked within budget, no longer in the ring (nack_missed)
+
+
+def serve_nacks(data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
+    """Serve a viewer's generic NACKs (RFC 4585) in one C call, GIL released.
+
+    ``data`` is the viewer's unprotected RTCP compound, ``consumers`` the
+    viewer's current consumers (``slot.consumer`` of each slot). For each NACK,
+    in order, naming a consumer's SSRC: its sequence numbers (PID, then the BLP
+    bits) are counted in ``consumer.nack_requests``; at most
+    ``consumer.nack_budget`` of them (the first ones) are re-sent from the
+    slot's ring with sendmmsg and taken off the budget, the rest are
+    throttled; ``consumer.retransmitted`` gets what was re-sent. The same
+    semantics as ViewerSession.on_rtcp with the Python plane.
+    """
+    natives = []
+    for consumer in consumers:
+        native = consumer.slot.forwarder
+        natives.append(native if isinstance(native, NativeConsumer) else None)
+    status, per = _native.serve_nacks(
+        data,
+        [consumer.slot.ssrc for consumer in consumers],
+        natives,
+        [consumer.nack_budget for consumer in consumers],
+        [not consumer.transport.closed for consumer in consumers],
+    )
+    if status < 0:
+        return NackOutcome(malformed=True, others=False)
+    outcome = NackOutcome(malformed=False, others=status == 1)
+    for consumer, (requested, throttled, served) in zip(consumers, per):
+        if not requested:
+            continue
+        asked = requested - throttled
+        consumer.nack_requests += requested
+        consumer.nack_budget -= asked
+        consumer.retransmitted += served
+        outcome.received += requested
+        outcome.throttled += throttled
+        outcome.served += served
+        outcome.missed += asked - served
+    return outcome
 
 
 class NativeRetransmitView:
@@ -176,6 +309,22 @@ def native_consumer_for(consumer: "Consumer") -> Any:
     return native
 
 
+# counters() names -> the SrtpReceiver / NativeConsumer attribute summed into them.
+_RECEIVER_COUNTERS = (
+    ("srtp_unprotected", "rtp_ok"),
+    ("srtp_unprotect_failed", "rtp_failed"),
+    ("srtcp_unprotected", "rtcp_ok"),
+    ("srtcp_unprotect_failed", "rtcp_failed"),
+)
+_CONSUMER_COUNTERS = (
+    ("protect_errors", "protect_errors"),
+    ("eagain_drops", "eagain"),
+    ("send_errors", "send_errors"),
+    ("retransmitted", "retransmitted"),
+)
+_COUNTERS = tuple(name for name, _ in _RECEIVER_COUNTERS)
+
+
 class NativeDataPlane:
     """``DataPlane`` on edge.media._native (see the module docstring)."""
 
@@ -184,6 +333,49 @@ class NativeDataPlane:
     def __init__(self) -> None:
         # producer -> (the consumer list the Fanout was built from, the Fanout)
         self._groups: dict[Any, tuple[list[Any], Any]] = {}
+        # (transport, its SrtpReceiver) while the transport is open; then their
+        # counts move to _retired so the counters stay monotonic.
+        self._receivers: list[tuple[Any, Any]] = []
+        self._retired: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+
+    def srtp_receiver(self, profile: int, key: bytes, transport: Any = None) -> Any:
+        """An inbound SRTP/SRTCP session for a transport (its srtp_receiver_factory)."""
+        receiver = SrtpReceiver(profile, key)
+        self._prune()
+        self._receivers.append((transport, receiver))
+        return receiver
+
+    def _prune(self) -> None:
+        keep = []
+        for transport, receiver in self._receivers:
+            if transport is not None and getattr(transport, "closed", False):
+                for name, attr in _RECEIVER_COUNTERS:
+                    self._retired[name] += getattr(receiver, attr)
+            else:
+                keep.append((transport, receiver))
+        self._receivers = keep
+
+    def counters(self) -> dict[str, int]:
+        """Ingress totals since start, monotonic (edge_native_ingress_packets)."""
+        self._prune()
+        totals = dict(self._retired)
+        for _, receiver in self._receivers:
+            for name, attr in _RECEIVER_COUNTERS:
+                totals[name] += getattr(receiver, attr)
+        return totals
+
+    def consumer_counters(self) -> dict[str, int]:
+        """Egress event sums over the live native consumers (a gauge: slots come and go)."""
+        totals = dict.fromkeys((name for name, _ in _CONSUMER_COUNTERS), 0)
+        seen: set[int] = set()
+        for consumers, _ in self._groups.values():
+            for consumer in consumers:
+                native = consumer.slot.forwarder
+                if isinstance(native, NativeConsumer) and id(native) not in seen:
+                    seen.add(id(native))
+                    for name, attr in _CONSUMER_COUNTERS:
+                        totals[name] += getattr(native, attr)
+        return totals
 
     def fanout(self, producer: "Producer") -> Any:
         """The producer's Fanout, rebuilt when its consumer list changed."""
@@ -240,6 +432,34 @@ class NativeDataPlane:
             keyframe,
             abs_send_time(now) if producer.video else None,
             header.extensions.get(level_id) if level_id else None,
+            now,
+        )
+
+    def forward_parsed(self, producer: "Producer", data: bytes, parsed: tuple[Any, ...], now: float) -> int:
+        """``forward()`` with a ``RtpParser.parse`` tuple instead of an RtpHeader.
+
+        The keyframe flag is the tuple's; its audio level is the value of the
+        parser's audio-level id, which must be the producer's
+        (``rtp_parser(sections)`` takes both from the same m-lines).
+        """
+        offset, padding, marker, payload_type, seq, timestamp = parsed[:6]
+        length = len(data) - padding - offset
+        if length <= 0:  # padding-only probe packets carry nothing for a viewer
+            return 0
+        group = self._groups.get(producer)
+        if group is None or group[0] != producer.consumers:
+            group = self._rebuild(producer)
+        return group[1].forward(  # type: ignore[no-any-return]
+            data,
+            marker,
+            payload_type,
+            seq,
+            timestamp,
+            offset,
+            length,
+            parsed[13],
+            abs_send_time(now) if producer.video else None,
+            parsed[12] if producer.audio_level_id else None,
             now,
         )
 

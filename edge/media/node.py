@@ -131,6 +131,10 @@ class MediaNode:
         """Answer an offer and register the session. Raises before registering anything."""
         self._check_capacity(room_name, publish)
         transport = WebRtcTransport(secrets.token_urlsafe(18))
+        # The native plane unprotects ingress too (NativeDataPlane.srtp_receiver).
+        receiver = getattr(self.dataplane, "srtp_receiver", None)
+        if receiver is not None:
+            transport.srtp_receiver_factory = lambda profile, key: receiver(profile, key, transport)
         try:
             answer = await transport.answer(offer_sdp, send=not publish)
         except BaseException:

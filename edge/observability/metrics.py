@@ -114,6 +114,24 @@ class MediaCollector(Collector):
         g.add_metric([], consumers)
         yield g
         yield from _quality(node)
+        counters = getattr(node.dataplane, "counters", None)
+        if counters is not None:  # the native plane
+            c = CounterMetricFamily(
+                "edge_native_ingress_packets",
+                "Inbound SRTP/SRTCP packets the native plane unprotected or refused",
+                labels=["event"],
+            )
+            for event, value in counters().items():
+                c.add_metric([event], value)
+            yield c
+            g = GaugeMetricFamily(
+                "edge_native_consumer_events",
+                "Egress events of the live native consumers (protect errors, EAGAIN drops, ...)",
+                labels=["event"],
+            )
+            for event, value in node.dataplane.consumer_counters().items():
+                g.add_metric([event], value)
+            yield g
         totals = node.packet_totals()
         for name, help_text, key in (
             ("edge_packets_in", "RTP packets received from publishers", "packets_in"),

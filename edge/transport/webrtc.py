@@ -13,7 +13,11 @@ fails loudly when an upgrade moves any of them). What it does with them:
 * Egress is protected with the DTLS transport's own outbound SRTP session
   (``_tx_srtp``; nothing else sends RTP/RTCP on it since the senders never run)
   and written with a plain ``sendto`` on the nominated ICE pair's socket.
-* ``_rx_srtp`` is wrapped to count datagrams that fail SRTP authentication.
+* ``_rx_srtp`` is wrapped to count datagrams that fail SRTP authentication;
+  with a native data plane (``srtp_receiver_factory`` set) the session it wraps
+  is the native SrtpReceiver built from ``srtp_keys()["rx"]`` instead of
+  aiortc's pylibsrtp one (same bytes, same refusals, errors raised as
+  pylibsrtp.Error subclasses so aiortc's receive loop drops them as before).
 
 See shared/research/aiortc_sfu.md for the hook points and their measured cost.
 """
@@ -206,11 +210,15 @@ class EdgePeerConnection(RTCPeerConnection):
 
 
 class _CountingSrtp:
-    """Wraps the inbound pylibsrtp Session to count what fails authentication."""
+    """Wraps the inbound SRTP session to count what fails authentication.
+
+    ``session`` is aiortc's pylibsrtp Session or a native SrtpReceiver; both
+    raise pylibsrtp.Error (the native SrtpError subclasses it).
+    """
 
     __slots__ = ("_session", "_on_error")
 
-    def __init__(self, session: pylibsrtp.Session, on_error: Callable[[str], None]) -> None:
+    def __init__(self, session: Any, on_error: Callable[[str], None]) -> None:
         self._session = session
         self._on_error = on_error
 
@@ -230,6 +238,9 @@ class _CountingSrtp:
 
 
 RtpHandler = Callable[[bytes, int], None]
+# (libsrtp profile number, rx master key + salt) -> an inbound SRTP session
+# with pylibsrtp.Session's unprotect / unprotect_rtcp.
+SrtpReceiverFactory = Callable[[int, bytes], Any]
 RtcpHandler = Callable[[bytes], None]
 
 
@@ -258,6 +269,9 @@ class WebRtcTransport:
         self.on_state: Callable[[str], Awaitable[None] | None] = lambda state: None
         self.on_drop: Callable[[str], None] = lambda reason: None
         self.on_datachannel: Callable[[Any], None] = lambda channel: None
+        # Set before connecting to unprotect ingress natively (see _take_over_media).
+        self.srtp_receiver_factory: SrtpReceiverFactory | None = None
+        self.srtp_receiver: Any = None  # the native receiver in use, if any
         self._tx: pylibsrtp.Session | None = None
         self._sendto: Callable[[bytes, Any], None] | None = None
         self._remote_addr: Any = None
@@ -410,7 +424,14 @@ class WebRtcTransport:
         dtls = self._dtls()
         dtls._handle_rtp_data = self._rtp_in
         dtls._handle_rtcp_data = self._rtcp_in
-        dtls._rx_srtp = _CountingSrtp(dtls._rx_srtp, self.on_drop)
+        rx = dtls._rx_srtp
+        if self.srtp_receiver_factory is not None:
+            # From here on the native receiver owns the inbound replay state; the
+            # few packets aiortc's session took between the DTLS handshake and
+            # "connected" went to receivers that never run.
+            keys = self.srtp_rx_keys()
+            rx = self.srtp_receiver = self.srtp_receiver_factory(keys[0], keys[1])
+        dtls._rx_srtp = _CountingSrtp(rx, self.on_drop)
         self._tx = dtls._tx_srtp
         self._refresh_route()
 
@@ -470,6 +491,11 @@ class WebRtcTransport:
             "tx": profile.get_key_and_salt(material, 1 if server else 0),
             "rx": profile.get_key_and_salt(material, 0 if server else 1),
         }
+
+    def srtp_rx_keys(self) -> tuple[int, bytes]:
+        """(libsrtp profile number, inbound master key + salt) for a native receiver."""
+        keys = self.srtp_keys()
+        return int(keys["profile"]), bytes(keys["rx"])
 
     def egress_route(self) -> tuple[int, Any]:
         """For a native sender: (socket fd, remote address) of the nominated ICE pair.

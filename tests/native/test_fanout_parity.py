@@ -159,7 +159,11 @@ def ingress(p: dict[str, Any], op: tuple, producer_kind: str) -> bytes:
     return header + ext + rng.randbytes(length) + pad
 
 
-def execute(plane: Any, sc: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+def execute(plane: Any, sc: dict[str, Any], parsed_forward: bool = False) -> tuple[list[Any], list[Any]]:
+    if parsed_forward:
+        from edge.media._native import RtpParser
+
+        parsers = [RtpParser(audio_level_id=p["level_id"] or 0) for p in sc["producers"]]
     producers = [
         make_producer(sc["kind"], ssrc=p["ssrc"], payload_type=p["pt"], level_id=p["level_id"], name=f"p{i}")
         for i, p in enumerate(sc["producers"])
@@ -186,8 +190,13 @@ def execute(plane: Any, sc: dict[str, Any]) -> tuple[list[Any], list[Any]]:
                 p["ts"] = (p["ts"] + op[3]) & 0xFFFFFFFF
                 now += op[10]
                 data = ingress(p, op, sc["kind"])
-                header = RtpHeader.parse(data)
-                result: Any = plane.forward(producers[op[1]], data, header, op[4], now)
+                if parsed_forward:
+                    # The one-call ingress parse, its keyframe flag set to the scenario's.
+                    parsed = parsers[op[1]].parse(data)[:13] + (op[4],)
+                    result: Any = plane.forward_parsed(producers[op[1]], data, parsed, now)
+                else:
+                    header = RtpHeader.parse(data)
+                    result = plane.forward(producers[op[1]], data, header, op[4], now)
             elif kind == "move":
                 rig.attach(op[1] % n_slots, op[2])
                 result = None
@@ -250,6 +259,8 @@ def test_native_fanout_is_byte_identical_to_python(sc: dict[str, Any]) -> None:
     for i, (want, have) in enumerate(zip(expected[0], got[0])):
         assert have == want, f"operation {i} ({sc['ops'][i][0]}) differs"
     assert got[1] == expected[1]
+    # The same with the ingress parsed by RtpParser (NativeDataPlane.forward_parsed).
+    assert execute(NativeDataPlane(), sc, parsed_forward=True) == got
     assert NativeConsumer is not None
 
 

@@ -1,7 +1,8 @@
 """A real `edge serve` with EDGE_MEDIA_DATAPLANE=native, real aiortc peers.
 
 The publisher encodes VP8 + Opus, the viewers decode; every payload a viewer
-gets is one the publisher sent, byte for byte, after the native plane rewrote
+gets is one the publisher sent, byte for byte, after the native plane
+unprotected it (SrtpReceiver, in place of aiortc's pylibsrtp session), rewrote
 and SRTP-protected it with its own contexts (and the node's SRs, protected by
 aiortc's session, still reach the viewer). With 5 % loss on a viewer's
 downlink, its NACKs are served from the native retransmit ring.
@@ -67,6 +68,16 @@ async def test_viewers_decode_byte_identical_payloads(native_node: NodeProcess) 
     assert all(not c["waiting_for_keyframe"] for c in consumers)
     metrics = node.metrics()
     assert metrics["edge_packets_out_total"] > 0
+    # Ingress went through the native SrtpReceivers, not aiortc's pylibsrtp session:
+    # the publisher's SRTP and every peer's SRTCP, none refused.
+    ingress = {
+        event: metrics.get(f'edge_native_ingress_packets_total{{event="{event}"}}', 0.0)
+        for event in ("srtp_unprotected", "srtp_unprotect_failed", "srtcp_unprotected", "srtcp_unprotect_failed")
+    }
+    assert ingress["srtp_unprotected"] >= metrics["edge_packets_in_total"] > 0, ingress
+    assert ingress["srtcp_unprotected"] > 0, ingress
+    assert ingress["srtp_unprotect_failed"] == ingress["srtcp_unprotect_failed"] == 0, ingress
+    assert metrics.get('edge_dropped_packets_total{reason="srtp"}', 0.0) == 0
     assert not any(k.startswith("edge_codec_instances_total") and v > 0 for k, v in metrics.items())
 
     await asyncio.gather(*(v.stop() for v in viewers))
