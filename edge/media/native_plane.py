@@ -338,6 +338,10 @@ class NativeDataPlane:
         self._receivers: list[tuple[Any, Any]] = []
         self._retired: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
 
+    def serve_nacks(self, data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
+        """A viewer's NACKs served from the rings (ViewerSession.on_rtcp calls this)."""
+        return serve_nacks(data, consumers)
+
     def srtp_receiver(self, profile: int, key: bytes, transport: Any = None) -> Any:
         """An inbound SRTP/SRTCP session for a transport (its srtp_receiver_factory)."""
         receiver = SrtpReceiver(profile, key)

@@ -542,14 +542,32 @@ class ViewerSession(Session):
         return slot.consumer if slot is not None else None
 
     def on_rtcp(self, data: bytes) -> None:
+        metrics = self.node.metrics
+        serve_nacks = getattr(self.node.dataplane, "serve_nacks", None)
+        natively = False
+        if serve_nacks is not None:
+            # The native plane serves NACKs from its rings in one C call; the
+            # rest of the compound (if any) is handled here as usual.
+            outcome = serve_nacks(data, [s.consumer for s in self.slots if s.consumer is not None])
+            if outcome.malformed:
+                self._dropped("malformed_rtcp")
+                return
+            metrics.nack_received.inc(outcome.received)
+            metrics.nack_throttled.inc(outcome.throttled)
+            metrics.nack_served.inc(outcome.served)
+            metrics.nack_missed.inc(outcome.missed)
+            if not outcome.others:
+                return
+            natively = True
         try:
             packets = rtcp.parse_rtcp(data)
         except ValueError:
             self._dropped("malformed_rtcp")
             return
-        metrics = self.node.metrics
         for packet in packets:
             if isinstance(packet, rtcp.Nack):
+                if natively:
+                    continue
                 consumer = self._consumer(packet.media_ssrc)
                 if consumer is None:
                     continue
