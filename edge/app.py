@@ -33,7 +33,7 @@ from .observability.logging import get_logger
 from .observability.metrics import NodeMetrics
 from .recording import PLUGIN_NAME as RECORDING_PLUGIN
 from .recording import Recorder, RecordingPlugin, RecordingsService
-from .transport.webrtc import install_codec_tripwire, install_ice_addresses
+from .transport.webrtc import install_codec_tripwire, install_ice_addresses, install_opus_fec
 
 log = get_logger("edge.app")
 
@@ -122,6 +122,7 @@ def build_context(
     metrics = NodeMetrics()
     metrics.info.labels(config.node.name, config.node.region).set(1)
     install_ice_addresses(config.media.ice_addresses)
+    install_opus_fec()
     if codec_tripwire:
         install_codec_tripwire(lambda what: metrics.codec_instances.labels(what).inc())
     node = MediaNode(config, metrics)

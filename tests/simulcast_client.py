@@ -109,6 +109,7 @@ class SimulcastPublisher:
     location: str = ""
     layers: dict[str, _Layer] = field(default_factory=dict)
     answer_sdp: str = ""
+    frames: int = 0  # pictures captured (each sent on every unpaused layer)
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> httpx.Response:
@@ -174,6 +175,7 @@ class SimulcastPublisher:
         n = 0
         while True:
             n += 1
+            self.frames = n
             pts = int(n * 90000 / self.fps)
             for layer in self.layers.values():
                 if layer.paused:

@@ -138,6 +138,7 @@ class LayerSelector:
         "_proven",
         "_last_budget",
         "_last_overuse",
+        "_loss_before",
         "trials",
         "failed_trials",
     )
@@ -153,6 +154,7 @@ class LayerSelector:
         self._proven = 0
         self._last_budget: int | None = None
         self._last_overuse = 0.0
+        self._loss_before = 0.0
         self.trials = 0
         self.failed_trials = 0
 
@@ -202,7 +204,11 @@ class LayerSelector:
             floor = layers[origin].bitrate * cfg.overuse_drop
             # A browser's estimate dips on a new layer's first keyframe burst;
             # only loss, or an estimate below even the layer we came from, fails it.
-            if loss > cfg.trial_loss or (known and budget < floor):
+            # Loss is judged against the loss before the trial: a link that
+            # loses 2 % at random is not congested by the new layer.
+            if loss > max(cfg.trial_loss, self._loss_before + cfg.trial_loss / 2) or (
+                known and budget < floor
+            ):
                 # The link could not carry it: back, and wait longer before the next try.
                 self._trial = None
                 self.failed_trials += 1
@@ -251,6 +257,7 @@ class LayerSelector:
             and now - self._last_overuse >= self._backoff
         ):
             self._trial = (current.index, now, budget if known else 0)
+            self._loss_before = loss
             self.trials += 1
             return nxt
         return current

@@ -96,6 +96,19 @@ def install_ice_addresses(addresses: list[str] | None) -> None:
     aioice.ice.get_host_addresses = _configured_host_addresses
 
 
+def install_opus_fec() -> None:
+    """Answer Opus with ``useinbandfec=1`` (and ``minptime=10``).
+
+    aiortc answers with its own codec parameters, which for Opus are empty; a
+    browser publisher then never adds Opus in-band FEC, the redundancy that
+    lets a viewer's decoder rebuild a lost 20 ms frame from the next packet.
+    The node forwards Opus payloads untouched, so FEC sent is FEC delivered.
+    """
+    for codec in CODECS["audio"]:
+        if codec.mimeType.lower() == "audio/opus":
+            codec.parameters.update({"minptime": 10, "useinbandfec": 1})
+
+
 def install_codec_tripwire(on_codec: Callable[[str], None]) -> None:
     """Report every decoder/encoder aiortc would create in this process.
 

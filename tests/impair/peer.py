@@ -13,8 +13,9 @@ sockets lazily from the event loop, so the simplest robust way to put a peer
   video frame, then at the end ``{"event": "result", ...}`` with decoded frame
   counts, video frame arrival times (seconds since connected, for freeze and
   frame-rate analysis), frame sizes and RTP packet counts;
-* publisher: keeps sending until its stdin closes, then ``{"event": "result",
-  "video_frames_sent": ...}``.
+* publisher (``publish``: aiortc single stream; ``publish-simulcast``: three
+  VP8 layers q/h/f, tests/simulcast_client.py): keeps sending until its stdin
+  closes, then ``{"event": "result", "video_frames_sent": ...}``.
 
 ``--address`` pins ICE to the namespace's address (what the fixture's
 ``NetNs.address`` is), so candidates are exactly the link under test.
@@ -31,6 +32,7 @@ from typing import Any
 
 from edge.transport.webrtc import install_ice_addresses
 from tests.clients import WhepViewer, WhipPublisher
+from tests.simulcast_client import SimulcastPublisher
 
 
 def emit(**fields: Any) -> None:
@@ -61,9 +63,11 @@ async def view(args: argparse.Namespace) -> int:
     connected_at = time.monotonic()
     emit(event="connected", status=201)
 
+    audio_times: list[float] = []
+
     async def watch() -> None:
         # Each decoded frame bumps viewer.frames; sample it via the frame event.
-        seen = 0
+        seen = heard = 0
         while True:
             viewer._frame.clear()
             await viewer._frame.wait()
@@ -73,6 +77,9 @@ async def view(args: argparse.Namespace) -> int:
                 frame_times.append(round(now, 4))
                 if seen == 1:
                     emit(event="first_frame", after_s=round(now, 4))
+            while heard < viewer.frames["audio"]:
+                heard += 1
+                audio_times.append(round(now, 4))
 
     watcher = asyncio.ensure_future(watch())
     stdin_closed = asyncio.ensure_future(wait_stdin_eof())
@@ -85,7 +92,10 @@ async def view(args: argparse.Namespace) -> int:
         event="result",
         frames=viewer.frames,
         video_frame_times=frame_times,
+        audio_frame_times=audio_times,
         frame_sizes=sorted(viewer.frame_sizes),
+        # (seconds since connected, width, height) each time the decoded size changed
+        size_log=[(round(t - connected_at, 4), w, h) for t, w, h in viewer.size_log],
         rtp_packets={kind: len(p) for kind, p in viewer.received_payloads.items()},
     )
     await viewer.stop()
@@ -93,7 +103,11 @@ async def view(args: argparse.Namespace) -> int:
 
 
 async def publish(args: argparse.Namespace) -> int:
-    publisher = WhipPublisher(args.url, args.room, args.token)
+    publisher: WhipPublisher | SimulcastPublisher
+    if args.role == "publish-simulcast":
+        publisher = SimulcastPublisher(args.url, args.room, args.token)
+    else:
+        publisher = WhipPublisher(args.url, args.room, args.token)
     try:
         response = await publisher.start()
     except (RuntimeError, TimeoutError) as e:
@@ -104,15 +118,23 @@ async def publish(args: argparse.Namespace) -> int:
         return 1
     emit(event="connected", status=201)
     await wait_stdin_eof()  # publish until the test closes our stdin
-    frames = publisher.video_track.frames if publisher.video_track else 0
+    extra: dict[str, Any] = {}
+    if isinstance(publisher, SimulcastPublisher):
+        frames = publisher.frames
+        extra["layers"] = {
+            rid: {"packets": x.packets, "keyframes": x.keyframes, "plis": x.plis, "nacked": x.nacked}
+            for rid, x in publisher.layers.items()
+        }
+    else:
+        frames = publisher.video_track.frames if publisher.video_track else 0
     await publisher.stop()
-    emit(event="result", video_frames_sent=frames)
+    emit(event="result", video_frames_sent=frames, **extra)
     return 0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="aiortc peer for namespace tests")
-    ap.add_argument("role", choices=["view", "publish"])
+    ap.add_argument("role", choices=["view", "publish", "publish-simulcast"])
     ap.add_argument("--url", required=True)
     ap.add_argument("--room", required=True)
     ap.add_argument("--token", required=True)

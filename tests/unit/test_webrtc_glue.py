@@ -61,3 +61,18 @@ def test_supported_codecs_lists_what_is_forwarded() -> None:
     names = supported_codecs()
     assert "audio/opus" in names and "video/VP8" in names and "video/H264" in names
     assert not any(n.lower().endswith("/rtx") for n in names)
+
+
+async def test_answers_ask_for_opus_in_band_fec() -> None:
+    from edge.transport.webrtc import install_opus_fec
+
+    install_opus_fec()  # what the node does at start-up (edge.app.build_context)
+    offerer = RTCPeerConnection()
+    offerer.addTransceiver("audio", direction="sendonly")
+    await offerer.setLocalDescription(await offerer.createOffer())
+    transport = WebRtcTransport("t")
+    answer = await transport.answer(offerer.localDescription.sdp, send=False)
+    fmtp = [line for line in answer.splitlines() if line.startswith("a=fmtp:") and "useinbandfec" in line]
+    assert fmtp and "useinbandfec=1" in fmtp[0] and "minptime=10" in fmtp[0]
+    await transport.close()
+    await offerer.close()
