@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..transport.webrtc import EXT_AUDIO_LEVEL, CodecInfo, MediaSection
 from .keyframe import KeyframeRequester
+from .nack import NackTracker
 from .simulcast import Layer
 from .stats import ReceiveStats
 
@@ -52,6 +53,7 @@ class Producer:
         # at the keyframe they start on.
         self.joining: list["Consumer"] = []
         self.stats = ReceiveStats(self.codec.clock_rate)
+        self.nacks = NackTracker()
         self.keyframes = KeyframeRequester(lambda: send_pli(self), keyframe_interval)
         self.keyframes_seen = 0
         # Simulcast: one Layer per rid, lowest quality first; each is a

@@ -20,6 +20,7 @@ from . import rtcp
 from .codecs import is_keyframe
 from .consumer import NACK_BUDGET_PER_SECOND, Consumer, ConsumerSlot
 from .producer import Producer
+from .nack import NackTracker
 from .retransmit import buffer_size
 from .qoe import ViewerQoe
 from .simulcast import Layer
@@ -242,8 +243,8 @@ class PublisherSession(Session):
             return
         now = time.time()
         missing = producer.stats.add(header.sequence_number, header.timestamp, len(data), now)
-        if missing and producer.nack_enabled:
-            self._send_nack(producer.ssrc, missing)  # type: ignore[arg-type]
+        if producer.nack_enabled:
+            self._nack(producer.ssrc, producer.nacks, header.sequence_number, missing, now)  # type: ignore[arg-type]
         keyframe = False
         if producer.video:
             keyframe = is_keyframe(producer.codec.name, data[header.payload_offset :])
@@ -282,8 +283,8 @@ class PublisherSession(Session):
         now = time.time()
         layer.last_packet = now
         missing = layer.stats.add(header.sequence_number, header.timestamp, len(data), now)
-        if missing and producer.nack_enabled:
-            self._send_nack(layer.ssrc, missing)  # type: ignore[arg-type]
+        if producer.nack_enabled:
+            self._nack(layer.ssrc, layer.nacks, header.sequence_number, missing, now)  # type: ignore[arg-type]
         keyframe = is_keyframe(producer.codec.name, data[header.payload_offset :])
         if keyframe:
             layer.keyframes_seen += 1
@@ -375,6 +376,19 @@ class PublisherSession(Session):
             return
         self.transport.send_rtcp(bytes(rtcp.Pli(sender_ssrc=self.rtcp_ssrc, media_ssrc=layer.ssrc)))
         self.node.metrics.pli_sent.inc()
+
+    def _nack(self, ssrc: int, tracker: NackTracker, seq: int, missing: list[int], now: float) -> None:
+        """Upstream NACKs for a stream: new gaps at once, retries when due."""
+        if tracker.pending:
+            tracker.arrived(seq, now)
+        ask = tracker.missing(missing, now) if missing else []
+        if tracker.pending and now >= tracker.next_due:
+            again = tracker.due(now)
+            if again:
+                self.node.metrics.nack_retries.inc(len(again))
+                ask = ask + again
+        if ask:
+            self._send_nack(ssrc, ask)
 
     def _send_nack(self, ssrc: int, missing: list[int]) -> None:
         nack = rtcp.Nack(sender_ssrc=self.rtcp_ssrc, media_ssrc=ssrc, lost=missing)

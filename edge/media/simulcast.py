@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .keyframe import KeyframeRequester
+from .nack import NackTracker
 from .stats import ReceiveStats
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class Layer:
         self.consumers: list["Consumer"] = []  # forwarded from this layer now
         self.pending: list["Consumer"] = []  # switching to this layer at its next keyframe
         self.stats = ReceiveStats(clock_rate)
+        self.nacks = NackTracker()
         self.keyframes = KeyframeRequester(lambda: send_pli(self), keyframe_interval)
         self.keyframes_seen = 0
         self.last_packet = 0.0

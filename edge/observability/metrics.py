@@ -57,6 +57,11 @@ class NodeMetrics:
         self.nack_sent = Counter(
             "edge_nack_sent", "Sequence numbers NACKed upstream to publishers", registry=r
         )
+        self.nack_retries = Counter(
+            "edge_nack_retries",
+            "Sequence numbers NACKed upstream again because their repair had not arrived",
+            registry=r,
+        )
         self.dropped = Counter(
             "edge_dropped_packets", "Inbound packets dropped", ["reason"], registry=r
         )

@@ -146,6 +146,8 @@ async def test_rtx_of_a_layer_is_unwrapped_by_repaired_rid(sim_node: NodeProcess
         assert metrics.get('edge_dropped_packets_total{reason="unknown_ssrc"}', 0) == 0
         assert metrics.get('edge_dropped_packets_total{reason="malformed_rtx"}', 0) == 0
         assert metrics["edge_nack_sent_total"] > 20
+        # A lost retransmission is asked for again.
+        assert metrics["edge_nack_retries_total"] > 0
         # The repairs count as received: what is still missing is far less than what was lost.
         layers = _layers(node, room)
         lost_now = sum(int(x["packets_lost"]) for x in layers)  # type: ignore[call-overload]
