@@ -111,6 +111,9 @@ class Consumer:
         "layer_switches",
         "bitrate",
         "bytes_at_tick",
+        "packets_at_tick",
+        "nacks_at_tick",
+        "nack_ratio",
         "attached_at",
         "quality",
         "closed",
@@ -147,9 +150,18 @@ class Consumer:
         self.layer_switches = 0
         self.bitrate = 0  # bit/s sent to the viewer, measured each tick
         self.bytes_at_tick = 0
+        self.packets_at_tick = 0
+        self.nacks_at_tick = 0
+        # Sequence numbers NACKed per packet sent, over the last tick: the
+        # viewer's loss seen a second before its receiver report says it.
+        self.nack_ratio = 0.0
         self.attached_at = time.time()
         self.quality: dict[str, object] = {}
         self.closed = False
+
+    @property
+    def loss(self) -> float:
+        return max(self.fraction_lost, self.nack_ratio)
 
     def request_keyframe(self) -> None:
         """A keyframe of what this consumer is (or is about to be) forwarded from."""

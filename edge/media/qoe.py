@@ -53,6 +53,11 @@ class ViewerQoe:
             if span > 0:
                 consumer.bitrate = int((consumer.bytes - consumer.bytes_at_tick) * 8 / span)
             consumer.bytes_at_tick = consumer.bytes
+            sent = consumer.packets - consumer.packets_at_tick
+            asked = consumer.nack_requests - consumer.nacks_at_tick
+            consumer.nack_ratio = min(1.0, asked / sent) if sent > 0 else 0.0
+            consumer.packets_at_tick = consumer.packets
+            consumer.nacks_at_tick = consumer.nack_requests
             if not consumer.producer.video or not consumer.forwarder.started:
                 continue
             watching = True
@@ -76,7 +81,7 @@ class ViewerQoe:
     def assess(self, consumers: list["Consumer"], now: float) -> None:
         video = [c for c in consumers if c.producer.video]
         main = video[0] if video else None
-        loss = max((c.fraction_lost for c in consumers), default=0.0)
+        loss = max((c.loss for c in consumers), default=0.0)
         rtts = [c.rtt for c in consumers if c.rtt is not None]
         rtt = max(rtts) if rtts else None
         layer = main.layer if main is not None else None

@@ -14,6 +14,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..observability.logging import get_logger
 from ..transport.simulcast_sdp import EXT_REPAIRED_RID, EXT_RID
 from ..transport.webrtc import EXT_MID, MediaSection, WebRtcTransport
 from . import rtcp
@@ -25,6 +26,8 @@ from .retransmit import buffer_size
 from .qoe import ViewerQoe
 from .simulcast import Layer
 from .rtp import RtpHeader, unwrap_rtx
+
+log = get_logger("edge.media")
 
 if TYPE_CHECKING:
     from .node import MediaNode
@@ -544,9 +547,20 @@ class ViewerSession(Session):
             # A switch under way counts as done: the policy judges where it sent the consumer.
             heading = consumer.target or current
             wanted = consumer.selector.choose(
-                layers, heading, now, budget=budget, loss=consumer.fraction_lost
+                layers, heading, now, budget=budget, loss=consumer.loss
             )
             if wanted is not heading:
+                log.info(
+                    "consumer_layer_target",
+                    consumer=consumer.id,
+                    session=self.id,
+                    layer=heading.rid,
+                    target=wanted.rid,
+                    budget=budget,
+                    fraction_lost=round(consumer.fraction_lost, 3),
+                    nack_ratio=round(consumer.nack_ratio, 3),
+                    trial=consumer.selector.in_trial,
+                )
                 consumer.retarget(wanted)
 
     # viewer RTCP ---------------------------------------------------------------------

@@ -120,12 +120,17 @@ class SelectorConfig:
     up_hold: float = 2.0  # seconds a step up must keep fitting before it is taken
     loss_down: float = 0.10  # fraction lost at which we step down one layer
     loss_up_max: float = 0.02  # no step up while loss is above this
-    trial_reach: float = 4.0  # a trial targets at most this x what the viewer takes now
-    trial_hold: float = 3.0  # seconds a trial must hold to be kept
+    # A trial targets at most this x what the viewer takes now (its estimate,
+    # its layer, or a proven rate): with an estimate, and without one.
+    trial_reach: float = 2.2
+    trial_reach_blind: float = 4.0
+    trial_hold: float = 2.0  # seconds a trial must hold to be kept
     trial_loss: float = 0.05  # loss during a trial that fails it
-    trial_backoff: float = 4.0  # first wait before a trial; doubles on each failure
+    trial_backoff: float = 2.0  # first wait before a trial; doubles on each failure
     trial_backoff_max: float = 16.0
     overuse_drop: float = 0.75  # an estimate below this x the last one is an over-use signal
+    overuse_memory: float = 3.0  # seconds an over-use signal counts
+    estimate_hold: float = 2.0  # seconds a fallen estimate must stay below the layer (no loss)
 
 
 class LayerSelector:
@@ -141,6 +146,7 @@ class LayerSelector:
         "_last_budget",
         "_last_overuse",
         "_loss_before",
+        "_below_since",
         "trials",
         "failed_trials",
     )
@@ -155,10 +161,15 @@ class LayerSelector:
         # a lagging receive-side estimate is not a reason to step down from it.
         self._proven = 0
         self._last_budget: int | None = None
-        self._last_overuse = 0.0
+        self._last_overuse = -1e9
         self._loss_before = 0.0
+        self._below_since: float | None = None
         self.trials = 0
         self.failed_trials = 0
+
+    @property
+    def in_trial(self) -> bool:
+        return self._trial is not None
 
     def initial(self, layers: list[Layer], now: float, budget: int | None) -> Layer | None:
         """The layer a new consumer starts on: the best that fits a known budget, else the lowest."""
@@ -226,7 +237,24 @@ class LayerSelector:
 
         room = max(budget, self._proven)
         lower = [layer for layer in live if layer.index < current.index]
-        if lower and (loss >= cfg.loss_down or current.bitrate > room):
+        # An estimate below the current rate steps down only with a sign of
+        # congestion (it fell lately, or there is loss): receive-side
+        # estimates lag what a clean link carries.
+        # Without loss, an estimate that fell must also stay below the layer
+        # for ``estimate_hold`` seconds: keyframe bursts make estimators dip.
+        below = current.bitrate > room
+        if not below:
+            self._below_since = None
+        elif self._below_since is None:
+            self._below_since = now
+        congested = below and (
+            loss > cfg.loss_up_max
+            or (
+                now - self._last_overuse < cfg.overuse_memory
+                and now - self._below_since >= cfg.estimate_hold  # type: ignore[operator]
+            )
+        )
+        if lower and (loss >= cfg.loss_down or congested):
             self._fits_since = None
             self._last_down = now
             self._proven = 0
@@ -254,7 +282,7 @@ class LayerSelector:
         # falling, try the next layer (a trial, judged on loss and estimate).
         base = max(budget if known else 0, current.bitrate, self._proven)
         if (
-            nxt.bitrate <= base * cfg.trial_reach
+            nxt.bitrate <= base * (cfg.trial_reach if known else cfg.trial_reach_blind)
             and now - self._last_down >= self._backoff
             and now - self._last_overuse >= self._backoff
         ):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.impair import PROFILES, Network, play
+from tests.impair.profiles import Phase, Profile
+from tests.impair.shaping import Impairment
 from tests.impair.peerproc import PeerProcess
 from tests.nodeproc import NodeProcess
 from tests.simulcast_client import LAYERS
@@ -40,6 +42,7 @@ class QoeResult:
     stall_rate: float
     node_metrics: dict[str, float]
     link_dropped: tuple[int, int]  # (towards the viewer, from the viewer)
+    node_log: str = ""
 
     def layers(self) -> list[tuple[float, str]]:
         return [(round(t, 1), RID_OF.get((w, h), f"{w}x{h}")) for t, w, h in self.size_log]
@@ -58,8 +61,16 @@ class QoeResult:
         }
 
 
-async def run(profile: str, seconds: float, *, plane: str = "python", room: str = "qoe") -> QoeResult:
-    """Watch for ``seconds`` behind ``profile``; the profile's schedule starts when video does."""
+async def run(
+    profile: str,
+    seconds: float,
+    *,
+    plane: str = "python",
+    room: str = "qoe",
+    clear_at: float | None = None,
+) -> QoeResult:
+    """Watch for ``seconds`` behind ``profile``; the profile's schedule starts when
+    video does. ``clear_at``: the impairment ends then (a clean link after it)."""
     with Network() as net:
         node_ns, pub_ns, viewer_ns = net.host("node"), net.host("pub"), net.host("viewer")
         node = NodeProcess(netns=node_ns, env={"EDGE_MEDIA_DATAPLANE": plane, "EDGE_LOAD_PLUGINS": "chat"}).start()
@@ -70,6 +81,8 @@ async def run(profile: str, seconds: float, *, plane: str = "python", room: str 
             ).start()
             await publisher.wait_for("connected")
             spec = PROFILES[profile]
+            if clear_at is not None:
+                spec = Profile(spec.name, (*spec.phases, Phase(clear_at, Impairment(), Impairment())))
             viewer_ns.link.apply(spec.phases[0])
             viewer = await PeerProcess(
                 viewer_ns, "view", node.url, room, node.token(room, "shopper", "viewer"), seconds=seconds
@@ -80,6 +93,7 @@ async def run(profile: str, seconds: float, *, plane: str = "python", room: str 
             result = await viewer.wait_for("result", timeout=seconds + 60)
             schedule.cancel()
             metrics = node.metrics()
+            node_log = node.log()
             dropped = (viewer_ns.link.down.dropped(), viewer_ns.link.up.dropped())
             await publisher.finish()
         finally:
@@ -107,4 +121,5 @@ async def run(profile: str, seconds: float, *, plane: str = "python", room: str 
         stall_rate=analysis.stall_rate(shift, end),
         node_metrics=metrics,
         link_dropped=dropped,
+        node_log=node_log,
     )

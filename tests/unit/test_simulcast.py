@@ -121,16 +121,32 @@ def test_initial_layer_is_the_best_fitting_or_the_lowest() -> None:
 def test_steps_down_at_once_and_up_only_after_holding() -> None:
     ls = layers(10.0, 150_000, 500_000, 1_500_000)
     s = LayerSelector(SelectorConfig(up_hold=2.0))
-    # On the top layer, the budget falls below it: down at once to what fits.
-    assert s.choose(ls, ls[2], 10.0, budget=600_000, loss=0.0) is ls[1]
+    assert s.choose(ls, ls[2], 10.0, budget=3_000_000, loss=0.0) is ls[2]
+    # On the top layer, the estimate falls below it: a dip is not enough, a
+    # fall that stays (2 s), or comes with loss, steps down to what fits.
+    assert s.choose(ls, ls[2], 10.0, budget=600_000, loss=0.0) is ls[2]
+    for t in (11.0, 12.0):
+        for layer in ls:
+            layer.last_packet = t
+        assert s.choose(ls, ls[2], t, budget=600_000, loss=0.0) is (ls[2] if t < 12 else ls[1])
     # Room for the top layer again: not before up_hold has passed (nor right after a step down).
-    for t in (10.5, 11.0, 11.5):
+    for t in (12.5, 13.0, 13.5):
         for layer in ls:
             layer.last_packet = t
         assert s.choose(ls, ls[1], t, budget=3_000_000, loss=0.0) is ls[1]
     for layer in ls:
-        layer.last_packet = 13.0
-    assert s.choose(ls, ls[1], 13.0, budget=3_000_000, loss=0.0) is ls[2]
+        layer.last_packet = 14.5
+    assert s.choose(ls, ls[1], 14.5, budget=3_000_000, loss=0.0) is ls[2]
+
+
+def test_a_lagging_estimate_alone_does_not_step_down() -> None:
+    """Below the layer's rate but not falling and no loss: a lagging estimate, not congestion."""
+    ls = layers(0.0, 150_000, 500_000, 1_500_000)
+    s = LayerSelector()
+    assert s.choose(ls, ls[2], 0.0, budget=1_200_000, loss=0.0) is ls[2]
+    assert s.choose(ls, ls[2], 0.0, budget=1_150_000, loss=0.0) is ls[2]
+    # The same estimate with loss is congestion.
+    assert s.choose(ls, ls[2], 0.0, budget=1_150_000, loss=0.05) is ls[1]
 
 
 def test_loss_steps_down_one_layer_and_blocks_going_up() -> None:
@@ -148,7 +164,7 @@ def test_a_silent_layer_sends_its_consumers_below() -> None:
 
 
 def test_trial_steps_up_while_loss_free_and_backs_off_on_failure() -> None:
-    ls = layers(0.0, 150_000, 500_000, 1_500_000)
+    ls = layers(0.0, 150_000, 500_000, 1_000_000)
     s = LayerSelector(SelectorConfig(trial_backoff=4.0, trial_hold=3.0))
 
     def at(t: float, current: Layer, budget: int | None, loss: float = 0.0) -> Layer:
@@ -157,19 +173,19 @@ def test_trial_steps_up_while_loss_free_and_backs_off_on_failure() -> None:
         return s.choose(ls, current, t, budget=budget, loss=loss)
 
     assert s.initial(ls, 1.0, None) is ls[0]
-    # h does not fit a 200k estimate, but the viewer takes q without loss: try h
+    # h does not fit a 250k estimate, but the viewer takes q without loss: try h
     # once the back-off since joining (4 s) has passed.
-    assert at(3.0, ls[0], 200_000) is ls[0]
-    assert at(5.0, ls[0], 200_000) is ls[1]
+    assert at(3.0, ls[0], 250_000) is ls[0]
+    assert at(5.0, ls[0], 250_000) is ls[1]
     assert s.trials == 1
     # The trial made loss rise: back to q, and the next try waits twice as long (8 s).
     assert at(6.0, ls[1], 220_000, loss=0.08) is ls[0]
     assert s.failed_trials == 1
-    assert at(10.0, ls[0], 200_000) is ls[0]
-    assert at(14.5, ls[0], 200_000) is ls[1]
+    assert at(10.0, ls[0], 250_000) is ls[0]
+    assert at(14.5, ls[0], 250_000) is ls[1]
     # This one holds for trial_hold: kept although the lagging estimate is below h...
-    assert at(16.0, ls[1], 230_000) is ls[1]
-    assert at(18.0, ls[1], 260_000) is ls[2]  # ...and the climb goes on to f
+    assert at(16.0, ls[1], 260_000) is ls[1]
+    assert at(18.0, ls[1], 300_000) is ls[2]  # ...and the climb goes on to f (reach: 2.2 x 500k)
     assert s.trials == 3
     # f overloads the link: the estimate falls by more than 15% (over-use): back to h.
     assert at(19.0, ls[2], 180_000) is ls[1]
