@@ -453,6 +453,7 @@ class ViewerSession(Session):
         self._by_ssrc = {slot.ssrc: slot for slot in self.slots}
         self.cname = secrets.token_hex(8)
         self.qoe = ViewerQoe(self)
+        self._burst_checked = 0.0
 
     def on_connected(self) -> None:
         self.room.add_viewer(self)
@@ -584,6 +585,8 @@ class ViewerSession(Session):
             metrics.nack_throttled.inc(outcome.throttled)
             metrics.nack_served.inc(outcome.served)
             metrics.nack_missed.inc(outcome.missed)
+            if outcome.received:
+                self._check_loss_burst()
             if not outcome.others:
                 return
             natively = True
@@ -611,6 +614,8 @@ class ViewerSession(Session):
                 metrics.nack_served.inc(served)
                 if served < len(asked):
                     metrics.nack_missed.inc(len(asked) - served)
+                if consumer.selector is not None:
+                    self._check_loss_burst()
             elif isinstance(packet, rtcp.Pli):
                 self._keyframe_wanted(packet.media_ssrc, "viewer_pli")
             elif isinstance(packet, rtcp.Fir):
@@ -631,6 +636,24 @@ class ViewerSession(Session):
                         self._select_layers(time.time())
             elif isinstance(packet, (rtcp.ReceiverReport, rtcp.SenderReport)):
                 self._reports(packet.reports)
+
+    def _check_loss_burst(self) -> None:
+        """Heavy NACKing since the last tick (the link just got worse): choose layers now,
+        not at the next tick. At most every 300 ms."""
+        now = time.time()
+        if now - self._burst_checked < 0.3:
+            return
+        for slot in self.slots:
+            consumer = slot.consumer
+            if consumer is None or consumer.selector is None:
+                continue
+            sent = consumer.packets - consumer.packets_at_tick
+            asked = consumer.nack_requests - consumer.nacks_at_tick
+            if sent >= 20 and asked > 0.15 * sent:
+                self._burst_checked = now
+                consumer.nack_ratio = max(consumer.nack_ratio, asked / sent)
+                self._select_layers(now)
+                return
 
     def _keyframe_wanted(self, ssrc: int, source: str) -> None:
         consumer = self._consumer(ssrc)

@@ -124,13 +124,15 @@ class SelectorConfig:
     # its layer, or a proven rate): with an estimate, and without one.
     trial_reach: float = 2.2
     trial_reach_blind: float = 4.0
-    trial_hold: float = 2.0  # seconds a trial must hold to be kept
+    trial_hold: float = 2.5  # seconds a trial must hold to be kept
     trial_loss: float = 0.05  # loss during a trial that fails it
+    trial_grace: float = 1.2  # seconds after a trial starts during which loss does not count
     trial_backoff: float = 2.0  # first wait before a trial; doubles on each failure
     trial_backoff_max: float = 16.0
     overuse_drop: float = 0.75  # an estimate below this x the last one is an over-use signal
     overuse_memory: float = 3.0  # seconds an over-use signal counts
     estimate_hold: float = 2.0  # seconds a fallen estimate must stay below the layer (no loss)
+    trend_window: float = 3.0  # seconds over which a rising estimate is seen
 
 
 class LayerSelector:
@@ -147,6 +149,7 @@ class LayerSelector:
         "_last_overuse",
         "_loss_before",
         "_below_since",
+        "_history",
         "trials",
         "failed_trials",
     )
@@ -164,12 +167,19 @@ class LayerSelector:
         self._last_overuse = -1e9
         self._loss_before = 0.0
         self._below_since: float | None = None
+        self._history: list[tuple[float, int]] = []  # (time, budget) over the trend window
         self.trials = 0
         self.failed_trials = 0
 
     @property
     def in_trial(self) -> bool:
         return self._trial is not None
+
+    def _rising(self, now: float) -> bool:
+        """The estimate grew by 3 % or more over the trend window."""
+        if len(self._history) < 2 or now - self._history[0][0] < self.config.trend_window / 2:
+            return False
+        return self._history[-1][1] >= self._history[0][1] * 1.03
 
     def initial(self, layers: list[Layer], now: float, budget: int | None) -> Layer | None:
         """The layer a new consumer starts on: the best that fits a known budget, else the lowest."""
@@ -208,6 +218,9 @@ class LayerSelector:
         overuse = known and self._last_budget is not None and budget < self._last_budget * cfg.overuse_drop
         if known:
             self._last_budget = budget
+            self._history.append((now, budget))
+            while self._history and now - self._history[0][0] > cfg.trend_window:
+                self._history.pop(0)
         if overuse:
             self._proven = 0
             self._last_overuse = now
@@ -219,9 +232,12 @@ class LayerSelector:
             # only loss, or an estimate below even the layer we came from, fails it.
             # Loss is judged against the loss before the trial: a link that
             # loses 2 % at random is not congested by the new layer.
-            if loss > max(cfg.trial_loss, self._loss_before + cfg.trial_loss / 2) or (
-                known and budget < floor
-            ):
+            # The new layer's first keyframe is a burst that a shallow
+            # bottleneck queue may clip; loss in the grace period is not held against it.
+            lossy = now - started >= cfg.trial_grace and loss > max(
+                cfg.trial_loss, self._loss_before + cfg.trial_loss / 2
+            )
+            if lossy or (known and budget < floor):
                 # The link could not carry it: back, and wait longer before the next try.
                 self._trial = None
                 self.failed_trials += 1
@@ -281,8 +297,13 @@ class LayerSelector:
         # viewer takes its current layer without loss and its estimate is not
         # falling, try the next layer (a trial, judged on loss and estimate).
         base = max(budget if known else 0, current.bitrate, self._proven)
+        # With an estimate, it must not say the viewer is short: it is above the
+        # current layer, or still rising (a browser's REMB climbs slowly while
+        # nothing constrains the link; one that stays flat below the layer is a limit).
+        unconstrained = not known or budget >= current.bitrate or self._rising(now)
         if (
-            nxt.bitrate <= base * (cfg.trial_reach if known else cfg.trial_reach_blind)
+            unconstrained
+            and nxt.bitrate <= base * (cfg.trial_reach if known else cfg.trial_reach_blind)
             and now - self._last_down >= self._backoff
             and now - self._last_overuse >= self._backoff
         ):

@@ -68,7 +68,7 @@ async def test_viewers_get_the_layer_their_estimate_allows(sim_node: NodeProcess
     pub = await _publish(node, room)
     rich = WhepViewer(node.url, room, node.token(room, "rich", "viewer"))
     poor = WhepViewer(node.url, room, node.token(room, "poor", "viewer"))
-    rich.estimate, poor.estimate = 5_000_000, 250_000
+    rich.estimate, poor.estimate = 5_000_000, 100_000
     try:
         await _until(lambda: all(x["bitrate"] for x in _layers(node, room)), timeout=20)
         for viewer in (rich, poor):
@@ -85,10 +85,10 @@ async def test_viewers_get_the_layer_their_estimate_allows(sim_node: NodeProcess
         await rich.wait_frames("audio", 50)
         assert not [r for r in rich.received_payloads["video"] if not r]
 
-        # The rich viewer's link drops: down at once (next keyframe of the lower layer).
-        rich.estimate = 300_000
-        took = await rich.wait_size(Q, timeout=10)
-        assert took < 5, took
+        # The rich viewer's estimate falls and stays low: down to what fits (at a
+        # keyframe of the lower layer). How fast is measured in bench/qoe, not here.
+        rich.estimate = 150_000
+        await rich.wait_size(Q, timeout=20)
         metrics = node.metrics()
         assert metrics["edge_layer_switches_total{direction=\"up\"}"] >= 1
         assert metrics["edge_layer_switches_total{direction=\"down\"}"] >= 1
@@ -97,12 +97,11 @@ async def test_viewers_get_the_layer_their_estimate_allows(sim_node: NodeProcess
             info = node.room(room) or {"viewers": []}
             return {v["participant"]: v["quality"] for v in info["viewers"]}
 
-        # The assessment runs once a second: wait for the one after the switch.
-        await _until(lambda: quality()["rich"].get("layer") == "q", timeout=5)
+        # The assessment runs once a second: wait for the one with the new estimate.
+        await _until(lambda: quality()["rich"].get("layer_switches", 0) >= 2, timeout=5)
         quality = quality()  # type: ignore[assignment]
-        assert quality["rich"]["layers"] == 3  # type: ignore[index]
-        assert quality["rich"]["estimated_bitrate"] == 300_000
-        assert quality["poor"]["layer"] == "q" and quality["poor"]["level"] == "fair"
+        assert quality["rich"]["layers"] == 3 and quality["rich"]["estimated_bitrate"] == 150_000  # type: ignore[index]
+        assert quality["poor"]["layer"] == "q" and quality["poor"]["level"] == "fair"  # type: ignore[index]
     finally:
         for viewer in (rich, poor):
             await viewer.stop()
@@ -141,13 +140,13 @@ async def test_rtx_of_a_layer_is_unwrapped_by_repaired_rid(sim_node: NodeProcess
         await _until(lambda: all(x["ssrc"] for x in _layers(node, room)))
         with UdpLoss(dport=pub.remote_port(), percent=10):
             await _until(lambda: sum(x.nacked for x in pub.layers.values()) > 20, timeout=20)
+            # Some retransmissions are lost too (10 %): those are asked for again.
+            await _until(lambda: node.metrics().get("edge_nack_retries_total", 0) > 0, timeout=30)
         metrics = node.metrics()
         # Every RTX packet was taken as its layer's: none dropped as unknown or malformed.
         assert metrics.get('edge_dropped_packets_total{reason="unknown_ssrc"}', 0) == 0
         assert metrics.get('edge_dropped_packets_total{reason="malformed_rtx"}', 0) == 0
         assert metrics["edge_nack_sent_total"] > 20
-        # A lost retransmission is asked for again.
-        assert metrics["edge_nack_retries_total"] > 0
         # The repairs count as received: what is still missing is far less than what was lost.
         layers = _layers(node, room)
         lost_now = sum(int(x["packets_lost"]) for x in layers)  # type: ignore[call-overload]

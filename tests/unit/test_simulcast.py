@@ -165,7 +165,7 @@ def test_a_silent_layer_sends_its_consumers_below() -> None:
 
 def test_trial_steps_up_while_loss_free_and_backs_off_on_failure() -> None:
     ls = layers(0.0, 150_000, 500_000, 1_000_000)
-    s = LayerSelector(SelectorConfig(trial_backoff=4.0, trial_hold=3.0))
+    s = LayerSelector(SelectorConfig(trial_backoff=4.0, trial_hold=3.0, trial_grace=1.2))
 
     def at(t: float, current: Layer, budget: int | None, loss: float = 0.0) -> Layer:
         for layer in ls:
@@ -178,8 +178,10 @@ def test_trial_steps_up_while_loss_free_and_backs_off_on_failure() -> None:
     assert at(3.0, ls[0], 250_000) is ls[0]
     assert at(5.0, ls[0], 250_000) is ls[1]
     assert s.trials == 1
-    # The trial made loss rise: back to q, and the next try waits twice as long (8 s).
-    assert at(6.0, ls[1], 220_000, loss=0.08) is ls[0]
+    # Loss right after the switch (the new layer's keyframe burst) is not held against it...
+    assert at(6.0, ls[1], 220_000, loss=0.08) is ls[1]
+    # ...loss that goes on is: back to q, and the next try waits twice as long (8 s).
+    assert at(6.5, ls[1], 220_000, loss=0.08) is ls[0]
     assert s.failed_trials == 1
     assert at(10.0, ls[0], 250_000) is ls[0]
     assert at(14.5, ls[0], 250_000) is ls[1]
@@ -196,5 +198,25 @@ def test_trial_steps_up_while_loss_free_and_backs_off_on_failure() -> None:
         layer.last_packet = 104.5
     assert fresh.choose(ls, ls[0], 104.5, budget=None, loss=0.0) is ls[1]
     for layer in ls:
-        layer.last_packet = 105.0
-    assert fresh.choose(ls, ls[1], 105.0, budget=None, loss=0.2) is ls[0]
+        layer.last_packet = 106.0
+    assert fresh.choose(ls, ls[1], 106.0, budget=None, loss=0.2) is ls[0]
+
+
+def test_a_flat_estimate_below_the_layer_is_a_limit_a_rising_one_is_not() -> None:
+    ls = layers(0.0, 150_000, 300_000, 1_000_000)
+
+    def run(estimates: list[int]) -> Layer:
+        s = LayerSelector(SelectorConfig(trial_backoff=1.0))
+        s.initial(ls, 0.0, None)
+        chosen = ls[0]
+        for i, estimate in enumerate(estimates):
+            t = 1.0 + i
+            for layer in ls:
+                layer.last_packet = t
+            chosen = s.choose(ls, ls[0], t, budget=estimate, loss=0.0)
+            if chosen is not ls[0]:
+                break
+        return chosen
+
+    assert run([120_000] * 8) is ls[0]  # the viewer keeps saying 120k: stay
+    assert run([120_000, 125_000, 130_000, 136_000, 142_000, 148_000]) is ls[1]  # climbing: try h

@@ -1,0 +1,138 @@
+"""The weak-network scenario with headless Chromium as the viewer.
+
+Chromium runs inside the viewer's namespace (``NetNs.exec_wrapper``), loads
+tests/e2e/pages/view.html from a static server in the root namespace and
+watches over WHEP; the page samples its own ``getStats()`` every 250 ms. The
+freeze figures are Chromium's (inbound-rtp ``freezeCount`` and
+``totalFreezesDuration``: measured by the browser from its decoded frames),
+the layer is the decoded frame size, audio continuity is its concealment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from playwright.async_api import async_playwright
+
+from tests.e2e.chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.static_server import StaticServer
+from tests.impair import PROFILES, Network, play
+from tests.impair.peerproc import PeerProcess
+from tests.impair.profiles import Phase, Profile
+from tests.impair.shaping import Impairment
+from tests.nodeproc import NodeProcess
+
+from .scenario import RID_OF
+
+
+@dataclass
+class BrowserQoe:
+    profile: str
+    seconds: float
+    timeline: list[tuple[float, dict[str, Any], dict[str, Any] | None]]  # (s since first frame, video, audio)
+    node_log: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.timeline[-1][1]
+
+    def freeze_s(self, start: float = 0.0, end: float | None = None) -> float:
+        inside = [v for t, v, _ in self.timeline if t >= start * 1000 and (end is None or t <= end * 1000)]
+        return inside[-1]["totalFreezesDuration"] - inside[0]["totalFreezesDuration"] if inside else 0.0
+
+    @property
+    def stall_rate(self) -> float:
+        watched = self.timeline[-1][0] / 1000 if self.timeline else 0
+        return self.last["totalFreezesDuration"] / watched if watched else 1.0
+
+    def layers(self) -> list[tuple[float, str]]:
+        out: list[tuple[float, str]] = []
+        for t, v, _ in self.timeline:
+            rid = RID_OF.get((v["width"], v["height"]), f"{v['width']}x{v['height']}")
+            if not out or out[-1][1] != rid:
+                out.append((round(t / 1000, 1), rid))
+        return out
+
+    def layer_at(self, seconds: float) -> str | None:
+        current = None
+        for t, rid in self.layers():
+            if t <= seconds:
+                current = rid
+        return current
+
+    def first_time(self, rids: set[str], after: float = 0.0) -> float | None:
+        if self.layer_at(after) in rids:
+            return after
+        return next((t for t, rid in self.layers() if t >= after and rid in rids), None)
+
+    def audio_concealed(self, start: float = 0.0, end: float | None = None) -> float:
+        inside = [a for t, _, a in self.timeline if a and t >= start * 1000 and (end is None or t <= end * 1000)]
+        if len(inside) < 2:
+            return 0.0
+        samples = inside[-1]["totalSamplesReceived"] - inside[0]["totalSamplesReceived"]
+        concealed = inside[-1]["concealedSamples"] - inside[0]["concealedSamples"]
+        return concealed / samples if samples else 1.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "viewer": "chromium",
+            "freezes": self.last["freezeCount"],
+            "freeze_s": round(self.last["totalFreezesDuration"], 2),
+            "stall_rate": round(self.stall_rate, 4),
+            "layers": self.layers(),
+            "audio_concealed": round(self.audio_concealed(), 4),
+            "video_lost": self.last["packetsLost"],
+            "nacks": self.last["nackCount"],
+        }
+
+
+async def run(profile: str, seconds: float, *, room: str = "qoe-chromium", clear_at: float | None = None,
+              plane: str = "python") -> BrowserQoe:
+    with Network() as net:
+        node_ns, pub_ns, viewer_ns = net.host("node"), net.host("pub"), net.host("viewer")
+        node = NodeProcess(netns=node_ns, env={"EDGE_MEDIA_DATAPLANE": plane, "EDGE_LOAD_PLUGINS": "chat"}).start()
+        publisher = None
+        try:
+            with StaticServer(host=net.root_address) as static:
+                publisher = await PeerProcess(
+                    pub_ns, "publish-simulcast", node.url, room, node.token(room, "seller", "host")
+                ).start()
+                await publisher.wait_for("connected")
+                spec = PROFILES[profile]
+                if clear_at is not None:
+                    spec = Profile(spec.name, (*spec.phases, Phase(clear_at, Impairment(), Impairment())))
+                viewer_ns.link.apply(spec.phases[0])
+                async with async_playwright() as p:
+                    browser = await p.chromium.launch(
+                        executable_path=viewer_ns.exec_wrapper(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+                    )
+                    try:
+                        page = await (await browser.new_context()).new_page()
+                        query = f"node={node.url}&room={room}&token={node.token(room, 'shopper', 'viewer')}"
+                        await page.goto(f"{static.url}/view.html?{query}")
+                        await page.wait_for_function(
+                            "window.view && (window.view.t.firstDecoded !== undefined || window.view.phase === 'error')",
+                            timeout=60_000, polling=100,
+                        )
+                        schedule = asyncio.ensure_future(play(viewer_ns.link, spec))
+                        # The run's length is the scenario's parameter: watch for that long.
+                        await page.wait_for_function(
+                            f"(window.view.timeline || []).length && window.view.timeline.at(-1)[0] >= {seconds * 1000}",
+                            timeout=(seconds + 60) * 1000, polling=250,
+                        )
+                        schedule.cancel()
+                        timeline = await page.evaluate("window.view.timeline")
+                    finally:
+                        await browser.close()
+            metrics = node.metrics()
+            log = node.log()
+            await publisher.finish()
+        finally:
+            if publisher is not None:
+                await publisher.kill()
+            node.stop()
+    return BrowserQoe(profile, seconds, [tuple(x) for x in timeline], node_log=log, metrics=metrics)  # type: ignore[misc]
