@@ -68,6 +68,40 @@ class BrowserQoe:
             return after
         return next((t for t, rid in self.layers() if t >= after and rid in rids), None)
 
+    def fps(self, start: float = 0.0, end: float | None = None) -> float:
+        inside = [(t, v) for t, v, _ in self.timeline if t >= start * 1000 and (end is None or t <= end * 1000)]
+        if len(inside) < 2:
+            return 0.0
+        frames = inside[-1][1]["framesDecoded"] - inside[0][1]["framesDecoded"]
+        return frames / ((inside[-1][0] - inside[0][0]) / 1000)
+
+    def smooth_from(self, after: float, window: float = 1.0, fraction: float = 0.6) -> float | None:
+        """The first time at/after ``after`` from which ``window`` seconds decode at
+        least ``fraction`` of the run's clean frame rate with no new freeze."""
+        nominal = 15.0  # the test publisher's frame rate (tests/simulcast_client.py)
+        for t, v, _ in self.timeline:
+            if t < after * 1000:
+                continue
+            end = [x for x in self.timeline if x[0] >= t + window * 1000]
+            if not end:
+                return None
+            t2, v2, _ = end[0]
+            frames = v2["framesDecoded"] - v["framesDecoded"]
+            if frames >= fraction * nominal * window and v2["freezeCount"] == v["freezeCount"]:
+                return t / 1000
+        return None
+
+    def longest_freeze(self) -> float:
+        """Longest single freeze, from the steps of totalFreezesDuration (one freeze per 250 ms sample)."""
+        longest = 0.0
+        previous = None
+        for _, v, _ in self.timeline:
+            if previous is not None and v["freezeCount"] > previous["freezeCount"]:
+                added = v["totalFreezesDuration"] - previous["totalFreezesDuration"]
+                longest = max(longest, added / (v["freezeCount"] - previous["freezeCount"]))
+            previous = v
+        return longest
+
     def audio_concealed(self, start: float = 0.0, end: float | None = None) -> float:
         inside = [a for t, _, a in self.timeline if a and t >= start * 1000 and (end is None or t <= end * 1000)]
         if len(inside) < 2:

@@ -1,0 +1,95 @@
+"""QoE per weak-network profile: the issue's table, from a Chromium viewer.
+
+For each profile (3G, lossy, very lossy, bandwidth drop, jitter) a real node,
+a simulcast publisher (three VP8 layers) and headless Chromium run in their own
+network namespaces, the profile on the viewer's link (tests/impair), and the
+viewer's own getStats() says what it saw: freezes, decoded size (layer) over
+time, audio concealment. Each run is checked against the issue's pass criteria
+(tests/qoe/criteria.py) and the table is written into bench/RESULTS.md
+(between the QoE markers) and printed.
+
+    sudo .venv/bin/python bench/qoe.py [--runs 2] [--plane python|native] [--no-write]
+
+Needs root (network namespaces), Chromium and the test extra (README's test
+command installs them). Not collected by pytest (no test_ prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import platform
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.qoe import browser  # noqa: E402
+from tests.qoe.criteria import CRITERIA, SCENARIOS  # noqa: E402
+
+BEGIN, END = "<!-- qoe:begin -->", "<!-- qoe:end -->"
+
+
+async def measure(runs: int, plane: str) -> list[str]:
+    rows = [
+        "| profile | run | layers over time (s: layer) | freezes | freeze time | stall rate | audio concealed | criteria |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, scenario in SCENARIOS.items():
+        for run in range(1, runs + 1):
+            result = await browser.run(
+                scenario.profile, scenario.seconds, clear_at=scenario.clear_at, plane=plane
+            )
+            checks = []
+            for label, check in CRITERIA[name].items():
+                ok, measured = check(result)
+                checks.append(f"{'PASS' if ok else 'FAIL'} {label} ({measured})")
+            layers = " ".join(f"{t}:{rid}" for t, rid in result.layers())
+            s = result.summary()
+            row = (
+                f"| {name} | {run} | {layers} | {s['freezes']} | {s['freeze_s']} s | "
+                f"{s['stall_rate']:.1%} | {s['audio_concealed']:.1%} | {'<br>'.join(checks)} |"
+            )
+            print(row, flush=True)
+            rows.append(row)
+    return rows
+
+
+def write(rows: list[str], runs: int, plane: str) -> None:
+    path = REPO / "bench" / "RESULTS.md"
+    text = path.read_text()
+    block = "\n".join(
+        [
+            BEGIN,
+            f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
+            f"{platform.node()} ({platform.machine()}, kernel {platform.release()}), {plane} plane, "
+            f"{runs} run(s) per profile, with `sudo .venv/bin/python bench/qoe.py --runs {runs} --plane {plane}`.",
+            "",
+            *rows,
+            END,
+        ]
+    )
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Weak networks: QoE per profile (Chromium viewer)\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--plane", choices=["python", "native"], default="python")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    rows = asyncio.run(measure(args.runs, args.plane))
+    if not args.no_write:
+        write(rows, args.runs, args.plane)
+
+
+if __name__ == "__main__":
+    main()
