@@ -24,8 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from . import targets
 from .targets import EdgeTarget, JanusTarget
 
+HERE = Path(__file__).resolve().parent
 CONFIGS = ["edge-python", "edge-native", "janus-default", "janus-loops1"]
 
 
@@ -46,6 +48,8 @@ def run_one(name: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
                "--duration", str(args.duration), "--out", str(out)]
         if args.pin:
             cmd = ["taskset", "-c", str(args.load_cpu)] + cmd
+        if targets.NICE:
+            cmd = ["nice", "-n", str(targets.NICE)] + cmd
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
         if proc.returncode != 0 or not out.read_text():
             return {"config": name, "n": n, "error": (proc.stderr or proc.stdout)[-1500:]}
@@ -55,6 +59,12 @@ def run_one(name: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     except Exception as exc:  # one failed configuration must not lose the others
         return {"config": name, "n": n, "error": repr(exc)[:1500]}
     finally:
+        logs = HERE / ".build" / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        try:
+            (logs / f"{name}-N{n}.log").write_text(target.log_tail())
+        except Exception:
+            pass
         target.stop()
         out.unlink(missing_ok=True)
 
@@ -111,12 +121,15 @@ def main() -> None:
     p.add_argument("--node-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
     p.add_argument("--no-pin", dest="pin", action="store_false")
+    p.add_argument("--nice", type=int, default=targets.NICE,
+                   help="niceness of node and load (default -15 as root: the machine is shared)")
     p.add_argument("--skip", nargs="*", default=[], help="config:N pairs not to run, e.g. edge-python:1000")
     p.add_argument("--json", help="write all results here")
     p.add_argument("--markdown", help="write the table here")
     args = p.parse_args()
     if args.pin and (os.cpu_count() or 1) < 2:
         args.pin = False
+    targets.NICE = args.nice
     results = []
     for n in args.n:
         for name in args.configs:

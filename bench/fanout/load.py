@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from edge.transport.webrtc import install_ice_addresses
 
-from .counter import Counter, Datagram
+from .counter import Counter, Datagram, ViewerCount
 from .media import EncodedTrack, LoopClock, Pacer, PlainRtpSource, describe, load_stream
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -67,6 +68,36 @@ def udp_errors() -> dict[str, int]:
     lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
     d = dict(zip(lines[0][1:], map(int, lines[1][1:])))
     return {"RcvbufErrors": d.get("RcvbufErrors", 0), "SndbufErrors": d.get("SndbufErrors", 0)}
+
+
+def socket_drops(pid: int) -> int:
+    """Kernel drops (receive buffer full) summed over pid's UDP sockets."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    total = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        for line in Path(name).read_text().splitlines()[1:]:
+            p = line.split()
+            if p[9] in inodes:
+                total += int(p[-1])
+    return total
+
+
+def run_delay_s(pid: int) -> float:
+    """Time pid's threads spent runnable but waiting for a CPU (schedstat field 2)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+        except (OSError, IndexError):
+            pass
+    return total / 1e9
 
 
 def rtp_payload(data: bytes) -> bytes:
@@ -108,6 +139,7 @@ class Viewer:
         self.dtls: Any = None
         self.protocol: Any = None
         self.ready = False
+        self.rtcp_ssrc = random.getrandbits(32)
 
     def _mute_receivers(self) -> None:
         # Packets that arrive before the socket is handed over must not reach the
@@ -131,6 +163,13 @@ class Viewer:
         await asyncio.wait_for(done.wait(), timeout)
         if self.pc.connectionState != "connected":
             raise RuntimeError(f"viewer {self.idx}: peer connection {self.pc.connectionState}")
+
+    def send_receiver_report(self, count: ViewerCount) -> None:
+        reports = [RtcpReceiverInfo(ssrc=s.ssrc, fraction_lost=0, packets_lost=0,
+                                    highest_sequence=s.ext_max & 0xFFFFFFFF, jitter=0, lsr=0, dlsr=0)
+                   for s in count.streams]
+        packet = RtcpRrPacket(ssrc=self.rtcp_ssrc, reports=reports)
+        asyncio.ensure_future(self.dtls._send_rtp(bytes(packet)))
 
     def hand_over(self, counter: Counter) -> None:
         """Move the nominated socket from asyncio to counter.c."""
@@ -290,6 +329,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     background.append(asyncio.create_task(pump()))
 
+    async def receiver_reports() -> None:
+        # Browsers send an RTCP Receiver Report about once a second; edge closes a
+        # session that sends nothing for inactivity_timeout, and Janus needs them for
+        # RTT. aiortc's receivers never see the packets here, so the reports are
+        # built from counter.c's per-SSRC counts.
+        while True:
+            await asyncio.sleep(1.0)
+            snap = counter.snapshot()
+            for v, count in zip(viewers, snap):
+                if v.ready and count.streams:
+                    v.send_receiver_report(count)
+
+    background.append(asyncio.create_task(receiver_reports()))
+
     sem = asyncio.Semaphore(args.concurrency)
     failures: list[str] = []
 
@@ -326,11 +379,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     # ---- measurement window
     me = os.getpid()
     c0, n0, m0, k0, u0 = counter.snapshot(), cpu_seconds(args.node_pid), cpu_seconds(me), cpu_table(), udp_errors()
+    d0 = (socket_drops(args.node_pid), socket_drops(me), run_delay_s(args.node_pid), run_delay_s(me))
     t_start = time.monotonic()
     measuring["on"] = True
     await asyncio.sleep(args.duration)
     measuring["on"] = False
     c1, n1, m1, k1, u1 = counter.snapshot(), cpu_seconds(args.node_pid), cpu_seconds(me), cpu_table(), udp_errors()
+    d1 = (socket_drops(args.node_pid), socket_drops(me), run_delay_s(args.node_pid), run_delay_s(me))
     dt = time.monotonic() - t_start
     # ----
 
@@ -373,6 +428,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_cpu_pct": round(100 * (m1 - m0) / dt, 1),
         "cpus": cpu_busy_steal(k0, k1),
         "udp_errors_delta": {k: u1[k] - u0[k] for k in u0},
+        "node_socket_drops": d1[0] - d0[0], "load_socket_drops": d1[1] - d0[1],
+        "node_run_delay_pct": round(100 * (d1[2] - d0[2]) / dt, 1),
+        "load_run_delay_pct": round(100 * (d1[3] - d0[3]) / dt, 1),
         "samples": stats["samples"], "decrypt_ok": stats["decrypt_ok"], "decrypt_fail": stats["decrypt_fail"],
         "latency_matched": len(lat), "latency_unmatched": stats["unmatched"],
         "latency_ms": {q: (round(1000 * v, 3) if v is not None else None)
