@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -136,6 +137,8 @@ def main() -> None:
     targets.NICE = args.nice
     targets.FIFO = args.fifo
     targets.raise_priority()
+    # SIGTERM stops the node/Janus of the run in progress (the finally in run_one)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
     for n in args.n:
         for name in args.configs:

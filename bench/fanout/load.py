@@ -356,16 +356,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as exc:  # counted and reported, the run goes on
                 failures.append(f"{v.idx}: {exc!r}"[:300])
 
+    if args.target == "janus":
+        async def keepalives() -> None:
+            # Janus drops a session after session_timeout (60 s) without a request;
+            # setting up 1000 viewers takes longer than that, so this runs from the start.
+            while True:
+                await asyncio.sleep(15)
+                await asyncio.gather(*(v.keepalive(http) for v in viewers if v.session),  # type: ignore[attr-defined]
+                                     return_exceptions=True)
+        background.append(asyncio.create_task(keepalives()))
+
     t0 = time.monotonic()
     await asyncio.gather(*(start_one(v) for v in viewers))
     setup_s = time.monotonic() - t0
-    if args.target == "janus":
-        async def keepalives() -> None:
-            while True:
-                await asyncio.sleep(20)
-                await asyncio.gather(*(v.keepalive(http) for v in viewers if v.ready),  # type: ignore[attr-defined]
-                                     return_exceptions=True)
-        background.append(asyncio.create_task(keepalives()))
     # wait (bounded) until every connected viewer has received media
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

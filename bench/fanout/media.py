@@ -129,16 +129,19 @@ class Pacer:
     overflows and the latency percentiles measure the publisher's burst, not the node.
     """
 
-    def __init__(self, bitrate: float = 2.5 * VIDEO_BITRATE) -> None:
+    def __init__(self, bitrate: float = 2.5 * VIDEO_BITRATE, burst_s: float = 0.05) -> None:
         self.rate = bitrate
+        self.burst = burst_s
         self.next = 0.0
 
     async def wait(self, nbytes: int) -> None:
         now = time.monotonic()
-        self.next = max(self.next, now)
+        # A late wake-up (the load loop was busy with viewers) is made up for with a
+        # short burst, up to burst_s of credit, so the average rate holds.
+        self.next = max(self.next, now - self.burst)
         delay = self.next - now
         self.next += nbytes * 8 / self.rate
-        if delay > 0.0005:
+        if delay > 0.001:
             await asyncio.sleep(delay)
 
 
