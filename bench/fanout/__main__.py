@@ -150,6 +150,8 @@ def main() -> None:
                                             "latency_ms", "load_cpu_pct", "error")}
             print(json.dumps(brief), file=sys.stderr, flush=True)
             results.append(r)
+            if args.json:  # after every run, so an interrupted run keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=1))
     command = "python -m bench.fanout " + " ".join(sys.argv[1:])
     md = markdown(results, machine(), command)
     if args.json:

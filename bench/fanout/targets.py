@@ -65,7 +65,7 @@ class EdgeTarget:
         self.name = f"edge-{dataplane}"
         self.node = NodeProcess(env={
             "EDGE_MEDIA_DATAPLANE": dataplane,
-            "EDGE_LOG_LEVEL": "warning",
+            "EDGE_LOG_LEVEL": "info",  # one line per session: close reasons land in .build/logs
             "EDGE_LIMITS_MAX_VIEWERS_PER_ROOM": "100000",
         })
         self.cpus = cpus
