@@ -85,7 +85,13 @@ class EdgeTarget:
                 "--ice-address", "127.0.0.1"]
 
     def log_tail(self) -> str:
-        return self.node.log()
+        # the publisher's lines (why it closed, if it did), then the end of the log
+        try:
+            text = self.node.log_path.read_text()
+        except FileNotFoundError:
+            return self.node.log()
+        whip = [line for line in text.splitlines() if '"whip"' in line or "warning" in line or "error" in line]
+        return "\n".join(whip[-50:]) + "\n...\n" + text[-3000:]
 
     def stop(self) -> None:
         self.node.stop()
