@@ -225,16 +225,10 @@ class PublisherSession(Session):
                 producer = self._learn(header)
                 rtx_of = self._rtx.get(header.ssrc)
             if producer is None and rtx_of is not None:
-                apt = rtx_of.rtx_payload_types.get(header.payload_type)
-                if apt is None or rtx_of.ssrc is None:
-                    self._dropped("unknown_payload_type")
+                unwrapped = self._unwrap_rtx(rtx_of, rtx_of.ssrc, data, header)
+                if unwrapped is None:
                     return
-                try:
-                    data = unwrap_rtx(data, header, payload_type=apt, ssrc=rtx_of.ssrc)
-                    header = RtpHeader.parse(data)
-                except ValueError:
-                    self._dropped("malformed_rtx")
-                    return
+                data, header = unwrapped
                 producer = rtx_of
             if producer is None:
                 self._dropped("unknown_ssrc")
@@ -262,22 +256,30 @@ class PublisherSession(Session):
         if self.tap is not None:
             self.tap.rtp(producer, data, now)
 
+    def _unwrap_rtx(
+        self, producer: Producer, ssrc: int | None, data: bytes, header: RtpHeader
+    ) -> tuple[bytes, RtpHeader] | None:
+        """An RTX packet (RFC 4588) as the original packet of ``ssrc``; None if dropped."""
+        apt = producer.rtx_payload_types.get(header.payload_type)
+        if apt is None or ssrc is None:
+            self._dropped("unknown_payload_type")
+            return None
+        try:
+            data = unwrap_rtx(data, header, payload_type=apt, ssrc=ssrc)
+            return data, RtpHeader.parse(data)
+        except ValueError:
+            self._dropped("malformed_rtx")
+            return None
+
     def _layer_rtp(self, layer: Layer | None, data: bytes, header: RtpHeader) -> None:
         """A packet of a simulcast layer (or of its RTX stream, when ``layer`` is None)."""
         if layer is None:
             layer = self._layer_rtx[header.ssrc]
-            producer = layer.producer
-            apt = producer.rtx_payload_types.get(header.payload_type)  # type: ignore[attr-defined]
-            if apt is None or layer.ssrc is None:
-                self._dropped("unknown_payload_type")
+            unwrapped = self._unwrap_rtx(layer.producer, layer.ssrc, data, header)  # type: ignore[arg-type]
+            if unwrapped is None:
                 return
-            try:
-                data = unwrap_rtx(data, header, payload_type=apt, ssrc=layer.ssrc)
-                header = RtpHeader.parse(data)
-            except ValueError:
-                self._dropped("malformed_rtx")
-                return
-        producer: Producer = layer.producer  # type: ignore[no-redef, assignment]
+            data, header = unwrapped
+        producer: Producer = layer.producer  # type: ignore[assignment]
         if header.payload_type != producer.codec.payload_type and not producer.set_codec(
             header.payload_type
         ):

@@ -21,7 +21,8 @@ from .test_browser_whip_whep import CONNECT_TIMEOUT_MS, wait_for
 pytestmark = pytest.mark.browser
 
 
-async def test_chromium_simulcast_is_forwarded_per_viewer(node: NodeProcess, chromium: BrowserPages) -> None:
+async def publish_simulcast(node: NodeProcess, chromium: BrowserPages) -> str:
+    """Chromium publishes q/h/f to a fresh room; returns the room's name."""
     room = "e2e-sim-" + secrets.token_hex(4)
     await chromium.open(
         "pub", "pub.html", node=node.url, room=room, token=node.token(room, "alice", "host"), simulcast="1"
@@ -30,6 +31,11 @@ async def test_chromium_simulcast_is_forwarded_per_viewer(node: NodeProcess, chr
         chromium, "pub", "pub", "window.pub.connectionState === 'connected'",
         CONNECT_TIMEOUT_MS, "publisher did not reach connectionState 'connected'",
     )
+    return room
+
+
+async def test_chromium_simulcast_is_forwarded_per_viewer(node: NodeProcess, chromium: BrowserPages) -> None:
+    room = await publish_simulcast(node, chromium)
 
     def layers() -> list[dict]:
         info = node.room(room) or {"producers": []}
@@ -70,14 +76,7 @@ async def test_chromium_viewer_climbs_to_the_top_layer_on_its_own_estimate(
     node: NodeProcess, chromium: BrowserPages
 ) -> None:
     """No test-set estimate: the Chromium viewer's own REMB drives the layer choice."""
-    room = "e2e-sim-" + secrets.token_hex(4)
-    await chromium.open(
-        "pub", "pub.html", node=node.url, room=room, token=node.token(room, "alice", "host"), simulcast="1"
-    )
-    await wait_for(
-        chromium, "pub", "pub", "window.pub.connectionState === 'connected'",
-        CONNECT_TIMEOUT_MS, "publisher did not reach connectionState 'connected'",
-    )
+    room = await publish_simulcast(node, chromium)
     await chromium.open("view", "view.html", node=node.url, room=room, token=node.token(room, "bob", "viewer"))
     await wait_for(
         chromium, "view", "view", "window.view.playing === true", 30_000, "viewer's <video> did not play"

@@ -18,13 +18,9 @@ from playwright.async_api import async_playwright
 
 from tests.e2e.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.static_server import StaticServer
-from tests.impair import PROFILES, Network, play
-from tests.impair.peerproc import PeerProcess
-from tests.impair.profiles import Phase, Profile
-from tests.impair.shaping import Impairment
-from tests.nodeproc import NodeProcess
+from tests.impair import Network, play
 
-from .scenario import RID_OF
+from .scenario import RID_OF, node_in, profile_spec, simulcast_publisher
 
 
 @dataclass
@@ -128,17 +124,12 @@ async def run(profile: str, seconds: float, *, room: str = "qoe-chromium", clear
               plane: str = "python") -> BrowserQoe:
     with Network() as net:
         node_ns, pub_ns, viewer_ns = net.host("node"), net.host("pub"), net.host("viewer")
-        node = NodeProcess(netns=node_ns, env={"EDGE_MEDIA_DATAPLANE": plane, "EDGE_LOAD_PLUGINS": "chat"}).start()
+        node = node_in(node_ns, plane)
         publisher = None
         try:
             with StaticServer(host=net.root_address) as static:
-                publisher = await PeerProcess(
-                    pub_ns, "publish-simulcast", node.url, room, node.token(room, "seller", "host")
-                ).start()
-                await publisher.wait_for("connected")
-                spec = PROFILES[profile]
-                if clear_at is not None:
-                    spec = Profile(spec.name, (*spec.phases, Phase(clear_at, Impairment(), Impairment())))
+                publisher = await simulcast_publisher(pub_ns, node, room)
+                spec = profile_spec(profile, clear_at)
                 viewer_ns.link.apply(spec.phases[0])
                 async with async_playwright() as p:
                     browser = await p.chromium.launch(
@@ -147,7 +138,15 @@ async def run(profile: str, seconds: float, *, room: str = "qoe-chromium", clear
                     try:
                         page = await (await browser.new_context()).new_page()
                         query = f"node={node.url}&room={room}&token={node.token(room, 'shopper', 'viewer')}"
-                        await page.goto(f"{static.url}/view.html?{query}")
+                        for attempt in range(3):
+                            try:
+                                await page.goto(f"{static.url}/view.html?{query}")
+                                break
+                            except Exception as exc:
+                                # Chromium sees the namespace's link being shaped just
+                                # before it starts and aborts the first navigation.
+                                if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+                                    raise
                         await page.wait_for_function(
                             "window.view && (window.view.t.firstDecoded !== undefined || window.view.phase === 'error')",
                             timeout=60_000, polling=100,

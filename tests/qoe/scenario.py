@@ -61,6 +61,25 @@ class QoeResult:
         }
 
 
+def profile_spec(profile: str, clear_at: float | None) -> Profile:
+    """The named profile, with a clean phase appended at ``clear_at`` when given."""
+    spec = PROFILES[profile]
+    if clear_at is not None:
+        spec = Profile(spec.name, (*spec.phases, Phase(clear_at, Impairment(), Impairment())))
+    return spec
+
+
+def node_in(ns: Any, plane: str) -> NodeProcess:
+    return NodeProcess(netns=ns, env={"EDGE_MEDIA_DATAPLANE": plane, "EDGE_LOAD_PLUGINS": "chat"}).start()
+
+
+async def simulcast_publisher(ns: Any, node: NodeProcess, room: str) -> PeerProcess:
+    """The three-layer publisher, connected, on its own (clean) link."""
+    publisher = await PeerProcess(ns, "publish-simulcast", node.url, room, node.token(room, "seller", "host")).start()
+    await publisher.wait_for("connected")
+    return publisher
+
+
 async def run(
     profile: str,
     seconds: float,
@@ -73,16 +92,11 @@ async def run(
     video does. ``clear_at``: the impairment ends then (a clean link after it)."""
     with Network() as net:
         node_ns, pub_ns, viewer_ns = net.host("node"), net.host("pub"), net.host("viewer")
-        node = NodeProcess(netns=node_ns, env={"EDGE_MEDIA_DATAPLANE": plane, "EDGE_LOAD_PLUGINS": "chat"}).start()
+        node = node_in(node_ns, plane)
         publisher = viewer = None
         try:
-            publisher = await PeerProcess(
-                pub_ns, "publish-simulcast", node.url, room, node.token(room, "seller", "host")
-            ).start()
-            await publisher.wait_for("connected")
-            spec = PROFILES[profile]
-            if clear_at is not None:
-                spec = Profile(spec.name, (*spec.phases, Phase(clear_at, Impairment(), Impairment())))
+            publisher = await simulcast_publisher(pub_ns, node, room)
+            spec = profile_spec(profile, clear_at)
             viewer_ns.link.apply(spec.phases[0])
             viewer = await PeerProcess(
                 viewer_ns, "view", node.url, room, node.token(room, "shopper", "viewer"), seconds=seconds
