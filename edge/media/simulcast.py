@@ -133,6 +133,7 @@ class SelectorConfig:
     overuse_memory: float = 3.0  # seconds an over-use signal counts
     estimate_hold: float = 2.0  # seconds a fallen estimate must stay below the layer (no loss)
     trend_window: float = 3.0  # seconds over which a rising estimate is seen
+    blind_after: float = 4.0  # seconds without any estimate before trials go blind
 
 
 class LayerSelector:
@@ -150,6 +151,7 @@ class LayerSelector:
         "_loss_before",
         "_below_since",
         "_history",
+        "_joined",
         "trials",
         "failed_trials",
     )
@@ -168,6 +170,7 @@ class LayerSelector:
         self._loss_before = 0.0
         self._below_since: float | None = None
         self._history: list[tuple[float, int]] = []  # (time, budget) over the trend window
+        self._joined = 0.0
         self.trials = 0
         self.failed_trials = 0
 
@@ -184,6 +187,7 @@ class LayerSelector:
     def initial(self, layers: list[Layer], now: float, budget: int | None) -> Layer | None:
         """The layer a new consumer starts on: the best that fits a known budget, else the lowest."""
         self._last_down = now  # the first trial step up waits its back-off after joining
+        self._joined = now
         live = [layer for layer in layers if layer.active(now)]
         if not live:
             return layers[0] if layers else None
@@ -211,6 +215,8 @@ class LayerSelector:
             below = [layer for layer in live if layer.index < current.index]
             return below[-1] if below else live[0]
         known = budget is not None
+        if budget is None and now - self._joined < cfg.blind_after:
+            return current  # the viewer's first estimate may still be on its way
         if budget is None:
             # No estimate from this viewer (a browser may send no REMB at all):
             # climb by trials, judged by its loss alone.
