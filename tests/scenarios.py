@@ -20,7 +20,7 @@ async def lossy_viewer_is_served_nacks(node: NodeProcess, room: str) -> None:
     await lossy.wait_frames("video", 5)
 
     before = node.metrics()
-    with UdpLoss(lossy.local_port(), 5) as loss:
+    with UdpLoss(lossy.nominated_local_port(), 5) as loss:
         start = lossy.frames["video"]
         await lossy.wait_frames("video", start + 90, timeout=30)  # ~3 s of video
         dropped = loss.dropped()
