@@ -16,7 +16,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from ..clients import WhepViewer, WhipPublisher
+from ..clients import WhepViewer, WhipPublisher, selected_pair
 from ..nodeproc import NodeProcess
 from ..scenarios import lossy_viewer_is_served_nacks
 
@@ -50,6 +50,8 @@ async def test_viewers_decode_byte_identical_payloads(native_node: NodeProcess) 
     await asyncio.gather(*(v.wait_frames("audio", 40) for v in viewers))
     # The node's SRs (aiortc's SRTCP context) coexist with the native SRTP contexts.
     await asyncio.gather(*(v.wait_sender_reports(2) for v in viewers))
+    # All of it over the node's one UDP port (the native plane sends on the mux socket).
+    assert {selected_pair(v.pc)[1] for v in viewers} == {("127.0.0.1", node.udp_port)}
 
     for v in viewers:
         assert v.frame_sizes == {(320, 240)}
