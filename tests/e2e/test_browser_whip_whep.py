@@ -95,6 +95,19 @@ async def test_chromium_publishes_via_whip_and_views_via_whep(
     )
     record_property("join_ms", join_ms)
 
+    # -- both Chromium peers talk to the node's one UDP port (nodeproc: a free one per node)
+    await wait_for(
+        chromium, "pub", "pub", "Boolean(window.pub.pair)", CONNECT_TIMEOUT_MS,
+        "publisher has no selected candidate pair",
+    )
+    pub_pair = (await chromium.state("pub", "pub"))["pair"]
+    view_pair = (await chromium.state("view", "view"))["pair"]
+    node_end = f"-> host 127.0.0.1:{node.udp_port}"
+    assert pub_pair.endswith(node_end) and view_pair.endswith(node_end), (pub_pair, view_pair, node_end)
+    assert pub_pair.split(" -> ")[0] != view_pair.split(" -> ")[0], (pub_pair, view_pair)
+    runtime = await asyncio.to_thread(node.runtime)
+    assert runtime["udp"]["mode"] == "mux" and runtime["udp"]["port"] == node.udp_port, runtime["udp"]
+
     # -- framesDecoded keeps growing: two samples >= 1 s apart
     page = chromium.pages["view"]
     f1, t1 = await page.evaluate("[window.view.framesDecoded, performance.now()]")

@@ -5,6 +5,8 @@ If an upgrade moves any of these, this file fails loudly before anything else do
 
 import importlib.metadata
 
+import pytest
+
 import aioice.ice
 from aiortc import RTCPeerConnection, rtcrtpreceiver, rtcrtpsender
 from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCDtlsTransport
@@ -76,3 +78,60 @@ async def test_answers_ask_for_opus_in_band_fec() -> None:
     assert fmtp and "useinbandfec=1" in fmtp[0] and "minptime=10" in fmtp[0]
     await transport.close()
     await offerer.close()
+
+
+def test_udp_mux_hook_points_exist() -> None:
+    """edge/transport/udpmux.py: what it replaces, reads and calls in aioice/aiortc."""
+    import inspect
+
+    from aioice import stun
+    from aioice.ice import Connection, StunProtocol
+
+    assert hasattr(RTCPeerConnection, "_RTCPeerConnection__createDtlsTransport")
+    params = list(inspect.signature(Connection.get_component_candidates).parameters)
+    assert params == ["self", "component", "addresses", "timeout"]
+    for name in ("request_received", "data_received", "gather_candidates"):
+        assert callable(getattr(Connection, name)), name
+    assert list(inspect.signature(StunProtocol.request).parameters) == [
+        "self", "request", "addr", "integrity_key", "retransmissions",
+    ]
+    assert callable(stun.Transaction.response_received) and callable(stun.Message.check_message_integrity)
+    connection = Connection(ice_controlling=False)
+    for attr in ("_local_username", "_protocols", "_use_ipv4", "_use_ipv6", "_nominated"):
+        assert hasattr(connection, attr), attr
+
+
+async def test_udp_mux_gathers_the_shared_port_only() -> None:
+    from edge.errors import ConfigError
+    from edge.transport.udpmux import UFRAG_LENGTH, UdpMux
+
+    mux = UdpMux(["127.0.0.1"], 0)
+    await mux.start()
+    try:
+        assert mux.port > 0
+        offerer = RTCPeerConnection()
+        offerer.addTransceiver("audio", direction="sendonly")
+        offerer.addTransceiver("video", direction="sendonly")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        transports = [WebRtcTransport(f"t{i}", udp_mux=mux) for i in range(2)]
+        answers = [await t.answer(offerer.localDescription.sdp, send=False) for t in transports]
+        for answer in answers:
+            candidates = {line for line in answer.splitlines() if line.startswith("a=candidate:")}
+            assert len(candidates) == 1 and f" 127.0.0.1 {mux.port} typ host" in candidates.pop()
+        ufrags = [a.split("a=ice-ufrag:", 1)[1].split()[0] for a in answers]
+        assert len(set(ufrags)) == 2 and all(len(u) == UFRAG_LENGTH for u in ufrags)
+        assert mux.transports == 2
+        # the same socket for both: a native plane sees one fd's socket
+        socks = [
+            t._dtls().transport._connection._protocols[0].transport.get_extra_info("socket") for t in transports
+        ]
+        assert socks[0].fileno() == socks[1].fileno()
+        for t in transports:
+            await t.close()
+        assert mux.transports == 0  # closing detaches the ufrag (and any address)
+        await offerer.close()
+        # a second mux on the same port is a clear error naming it
+        with pytest.raises(ConfigError, match=f"cannot bind the WebRTC UDP port 127.0.0.1:{mux.port}"):
+            UdpMux(["127.0.0.1"], mux.port).bind()
+    finally:
+        mux.close()
