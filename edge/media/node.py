@@ -44,7 +44,13 @@ class MediaNode:
         self.metrics.dataplane.labels(self.dataplane.name).set(1)
         # The node's one WebRTC UDP port (None: a socket per peer connection).
         self.udp_mux: UdpMux | None = (
-            UdpMux(config.media.ice_addresses, config.media.udp_port) if config.media.udp_mux else None
+            UdpMux(
+                config.media.ice_addresses,
+                config.media.udp_port,
+                on_drop=lambda reason: self.metrics.dropped.labels(reason).inc(),
+            )
+            if config.media.udp_mux
+            else None
         )
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, Session] = {}

@@ -163,14 +163,7 @@ class MediaCollector(Collector):
             )
             g.add_metric([], mux.remote_addresses)
             yield g
-            c = CounterMetricFamily(
-                "edge_udp_mux_dropped",
-                "Datagrams to the UDP mux that no transport owns (unknown address/ufrag, bad STUN)",
-                labels=["reason"],
-            )
-            for reason, count in mux.dropped.items():
-                c.add_metric([reason], count)
-            yield c
+            # Its drops (unknown address/ufrag, bad STUN) are edge_dropped_packets{reason}.
 
 
 def _quality(node: "MediaNode") -> Iterator[Metric]:

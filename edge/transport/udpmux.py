@@ -237,7 +237,12 @@ class MuxEndpoint(asyncio.DatagramProtocol):
 class UdpMux:
     """The node's one WebRTC UDP port, on each ICE address (see the module docstring)."""
 
-    def __init__(self, addresses: list[str] | None, port: int = DEFAULT_PORT) -> None:
+    def __init__(
+        self,
+        addresses: list[str] | None,
+        port: int = DEFAULT_PORT,
+        on_drop: Callable[[str], None] = lambda reason: None,
+    ) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(f"[media] udp_port must be 0-65535, got {port}")
         chosen = list(addresses) if addresses else aioice.ice.get_host_addresses(True, True)
@@ -258,6 +263,7 @@ class UdpMux:
         self.port = port
         self.endpoints: list[MuxEndpoint] = []
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.on_drop = on_drop  # the node counts these in edge_dropped_packets{reason}
         self.errors = 0
         self._sockets: list[socket.socket] = []
         self._started = False
@@ -346,6 +352,7 @@ class UdpMux:
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
+        self.on_drop(reason)
 
     # introspection -------------------------------------------------------------
 

@@ -18,14 +18,16 @@ from typing import Any, Callable
 import pytest
 from aioice import stun
 
+from edge.transport.udpmux import DROP_REASONS
+
 from ..clients import WhepViewer, WhipPublisher, selected_pair
 from ..nodeproc import NodeProcess, free_udp_port
 
 
 def mux_dropped(node: NodeProcess) -> dict[str, float]:
+    """The UDP mux's drops, as counted in edge_dropped_packets_total{reason}."""
     metrics = node.metrics()
-    prefix = "edge_udp_mux_dropped_total{reason=\""
-    return {k[len(prefix):-2]: v for k, v in metrics.items() if k.startswith(prefix)}
+    return {r: metrics.get(f'edge_dropped_packets_total{{reason="{r}"}}', 0.0) for r in DROP_REASONS}
 
 
 async def until(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
