@@ -1,7 +1,8 @@
 """The node's one WebRTC UDP port (edge/transport/udpmux.py), with real aiortc peers.
 
-Every node the tests start (tests/nodeproc.py) runs the default mode, one port,
-on a free port of its own; ``node.udp_port`` is what it was configured with.
+Every node the tests start (tests/nodeproc.py) gets a free UDP port of its own
+(``node.udp_port``); the nodes here run the one-port mode explicitly, so these
+tests hold when the rest of the suite runs with EDGE_MEDIA_UDP_MUX=false.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from aioice import stun
@@ -22,6 +23,16 @@ from edge.transport.udpmux import DROP_REASONS
 
 from ..clients import WhepViewer, WhipPublisher, selected_pair
 from ..nodeproc import NodeProcess, free_udp_port
+
+
+MUX = {"EDGE_MEDIA_UDP_MUX": "true", "EDGE_LOAD_PLUGINS": "chat"}
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[NodeProcess]:
+    proc = NodeProcess(env=MUX).start()
+    yield proc
+    proc.stop()
 
 
 def mux_dropped(node: NodeProcess) -> dict[str, float]:
@@ -223,7 +234,7 @@ def test_a_taken_port_stops_the_node_with_a_clear_error() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        proc = NodeProcess(env={"EDGE_MEDIA_UDP_PORT": str(port)})
+        proc = NodeProcess(env={**MUX, "EDGE_MEDIA_UDP_PORT": str(port)})
         try:
             done = subprocess.run(
                 [sys.executable, "-m", "edge.cli", "serve"], env=proc.env, capture_output=True, timeout=60
