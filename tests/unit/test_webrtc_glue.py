@@ -8,7 +8,7 @@ import importlib.metadata
 import pytest
 
 import aioice.ice
-from aiortc import RTCPeerConnection, rtcrtpreceiver, rtcrtpsender
+from aiortc import RTCPeerConnection, RTCSessionDescription, rtcrtpreceiver, rtcrtpsender
 from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCDtlsTransport
 
 from edge.transport.webrtc import EdgePeerConnection, WebRtcTransport, supported_codecs
@@ -134,4 +134,44 @@ async def test_udp_mux_gathers_the_shared_port_only() -> None:
         with pytest.raises(ConfigError, match=f"cannot bind the WebRTC UDP port 127.0.0.1:{mux.port}"):
             UdpMux(["127.0.0.1"], mux.port).bind()
     finally:
+        mux.close()
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+async def test_an_aiortc_peer_connects_through_the_udp_mux(address: str) -> None:
+    """Full ICE + DTLS between a real aiortc client and a WebRtcTransport on the mux,
+    over IPv4 and IPv6 loopback; both ends' nominated pair uses the mux's port."""
+    import asyncio
+
+    from edge.transport.udpmux import UdpMux
+    from edge.transport.webrtc import install_ice_addresses
+
+    from ..clients import client_config, selected_pair, wait_connected
+
+    mux = UdpMux([address], 0)
+    await mux.start()
+    install_ice_addresses([address])  # the client gathers on the same family
+    client = RTCPeerConnection(client_config())
+    transport = WebRtcTransport("t", udp_mux=mux)
+    try:
+        client.addTransceiver("video", direction="recvonly")
+        await client.setLocalDescription(await client.createOffer())
+        answer = await transport.answer(client.localDescription.sdp, send=True)
+        await client.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await wait_connected(client)
+        await asyncio.wait_for(transport.connected.wait(), 10)
+        local, remote = selected_pair(client)
+        assert remote == (address, mux.port)
+        assert transport.local_port == mux.port
+        assert tuple(transport.remote_address) == local
+        assert mux.remote_addresses == 1 and mux.transports == 1
+        fd, route = transport.egress_route()
+        assert tuple(route) == local
+        sock = transport._dtls().transport._connection._nominated[1].protocol.transport.get_extra_info("socket")
+        assert fd == sock.fileno() and sock.getsockname()[1] == mux.port
+    finally:
+        await client.close()
+        await transport.close()
+        install_ice_addresses(["127.0.0.1"])
+        assert mux.transports == 0 and mux.remote_addresses == 0
         mux.close()
