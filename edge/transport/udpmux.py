@@ -329,9 +329,9 @@ class UdpMux:
 
     def adopt(self, connection: Connection) -> None:
         """Make an aioice Connection (not yet gathered) gather on the mux only."""
-        live = {u for e in self.endpoints for u in e.by_ufrag}
         ufrag = "".join(secrets.choice(_UFRAG_CHARS) for _ in range(UFRAG_LENGTH))
-        while ufrag in live:  # 95 bits: never in practice, but the demux needs unique
+        # 95 bits: a clash never happens in practice, but the demux needs them unique.
+        while any(ufrag in e.by_ufrag for e in self.endpoints):
             ufrag = "".join(secrets.choice(_UFRAG_CHARS) for _ in range(UFRAG_LENGTH))
         connection._local_username = ufrag
 
