@@ -372,4 +372,5 @@ class UdpMux:
             "transports": self.transports,
             "remote_addresses": self.remote_addresses,
             "dropped": dict(self.dropped),
+            "socket_errors": self.errors,  # ICMP errors (e.g. port unreachable from a peer that left)
         }
