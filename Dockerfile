@@ -12,7 +12,8 @@ RUN bash .ci/setup.sh
 ENV PATH="/opt/edge/.venv/bin:$PATH" \
     EDGE_HTTP_HOST=0.0.0.0 \
     EDGE_NODE_DATA_DIR=/var/lib/edge
-# HTTP API; media uses UDP ports chosen per session (see README: deployment).
-EXPOSE 8080
+# HTTP API, and the one UDP port every WebRTC session uses ([media] udp_port; set
+# EDGE_MEDIA_ICE_ADDRESSES to the container's address, see README: deployment).
+EXPOSE 8080 7881/udp
 VOLUME /var/lib/edge
 CMD ["edge", "--config", "conf/edge.toml", "serve"]

@@ -132,6 +132,7 @@ def build_context(
         region=config.node.region,
         dataplane=node.dataplane.name,
         ice_addresses=config.media.ice_addresses,
+        udp=f"mux port {config.media.udp_port}" if config.media.udp_mux else "socket per peer",
         key_fingerprint=describe_secret(secret),
     )
     authority = TokenAuthority(secret, config.auth.issuer)
@@ -199,7 +200,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        ctx.node.start()
+        await ctx.node.start()
         await ctx.recorder.start()
         # Plugins open databases and connections at start-up: the shutdown budget, not
         # the per-message one.

@@ -27,6 +27,9 @@ def _serve(args: argparse.Namespace) -> int:
         config.http.port = args.port
     configure_logging(config.log.format, config.log.level)
     app = create_app(config, codec_tripwire=True)
+    # The WebRTC UDP port is bound before serving, so a port already taken is a
+    # one-line error (ConfigError: exit 2) rather than a failed lifespan.
+    app.state.ctx.node.bind()
     server = uvicorn.Server(
         uvicorn.Config(
             app,

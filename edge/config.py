@@ -44,6 +44,10 @@ class AuthConfig:
 @dataclass(slots=True)
 class MediaConfig:
     ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    # One UDP port for every peer (edge/transport/udpmux.py); false = a socket per peer.
+    udp_mux: bool = True
+    # The port of udp_mux, on each ICE address; 0 = a free port the OS picks.
+    udp_port: int = 7881
     inactivity_timeout_seconds: float = 10.0
     connect_timeout_seconds: float = 15.0
     keyframe_min_interval_ms: int = 250
@@ -178,6 +182,8 @@ def load_config(
             _apply(getattr(config, section), {key: value}, section)
     if config.media.dataplane not in ("python", "native"):
         raise ConfigError("[media] dataplane must be 'python' or 'native'")
+    if not 0 <= config.media.udp_port <= 65535:
+        raise ConfigError(f"[media] udp_port must be 0-65535, got {config.media.udp_port}")
     if config.log.format not in ("auto", "json", "console"):
         raise ConfigError("[log] format must be 'auto', 'json' or 'console'")
     return config

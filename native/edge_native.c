@@ -45,6 +45,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ingress.h"
@@ -311,6 +312,7 @@ typedef struct {
     en_srtp_tx srtp;
     int srtp_ready;
     int fd;       /* our dup() of the transport's socket, -1 once closed */
+    uint64_t sock_key; /* the socket's identity (inode), shared by every dup() of it */
     int inflight; /* fan-outs sending on fd right now (atomic) */
     int closing;  /* close() asked for: the last sender closes fd (atomic) */
     struct sockaddr_storage addr;
@@ -446,6 +448,12 @@ static int NativeConsumer_init(NativeConsumerObject *self, PyObject *args, PyObj
         goto fail;
     }
     self->fd = dupfd;
+    if (dupfd >= 0) {
+        /* Consumers on the node's one UDP port hold different dup()s of the same
+         * socket: the inode says they are one, so a fan-out batches them. */
+        struct stat st;
+        self->sock_key = fstat(dupfd, &st) == 0 ? (uint64_t)st.st_ino : (uint64_t)dupfd;
+    }
     self->ssrc = (uint32_t)ssrc;
     self->video = video;
     self->clock_rate = clock_rate;
@@ -1049,6 +1057,7 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t n;
     fan_entry *entries;
+    unsigned long long send_calls; /* sendmmsg calls made by forward() (atomic) */
 } FanoutObject;
 
 /* The offset of a __slots__ member of type(obj), or -1 (use getattr/setattr). */
@@ -1221,22 +1230,39 @@ typedef struct {
     int has_level;
 } fan_packet;
 
-/* Send queued packets: one sendmmsg per run of packets on the same socket. */
-static void flush(struct mmsghdr *msgs, const int *fds, NativeConsumerObject **owners, int queued)
+/* Send queued packets: one sendmmsg per run of packets on the same socket (the
+ * same sock_key: with the node's one UDP port, a whole fan-out), on the fd of
+ * the run's first packet (any dup() of the socket will do; its owner is in flight). */
+static void flush(FanoutObject *fan, struct mmsghdr *msgs, const int *fds, const uint64_t *socks,
+                  NativeConsumerObject **owners, int queued)
 {
     int start = 0;
     while (start < queued) {
-        int end = start + 1, k;
-        unsigned long long eagain = 0, errors = 0;
-        while (end < queued && fds[end] == fds[start])
+        int end = start + 1, i, k;
+        while (end < queued && socks[end] == socks[start])
             end++;
-        send_batch(fds[start], msgs + start, end - start, &eagain, &errors);
-        if (eagain || errors) {
-            NativeConsumerObject *o = owners[start];
-            pthread_mutex_lock(&o->lock);
-            o->eagain += eagain;
-            o->send_errors += errors;
-            pthread_mutex_unlock(&o->lock);
+        i = start;
+        while (i < end) {
+            int r = sendmmsg(fds[start], msgs + i, (unsigned)(end - i), MSG_DONTWAIT);
+            __atomic_add_fetch(&fan->send_calls, 1, __ATOMIC_RELAXED);
+            if (r > 0) {
+                i += r;
+            } else if (r < 0 && errno == EINTR) {
+                continue;
+            } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+                /* asyncio would queue; we drop (NACK repairs): each owner counts its own */
+                for (k = i; k < end; k++) {
+                    pthread_mutex_lock(&owners[k]->lock);
+                    owners[k]->eagain++;
+                    pthread_mutex_unlock(&owners[k]->lock);
+                }
+                break;
+            } else {
+                pthread_mutex_lock(&owners[i]->lock); /* skip the datagram the kernel refused */
+                owners[i]->send_errors++;
+                pthread_mutex_unlock(&owners[i]->lock);
+                i++;
+            }
         }
         for (k = start; k < end; k++)
             nc_release_fd(owners[k]);
@@ -1252,6 +1278,7 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
     struct iovec iov[CHUNK];
     struct sockaddr_storage addrs[CHUNK];
     int fds[CHUNK];
+    uint64_t socks[CHUNK];
     NativeConsumerObject *owners[CHUNK];
     uint8_t block[MAX_EXT_BLOCK];
     int block_len = 0, have_block = 0;
@@ -1335,6 +1362,7 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
         if (send_ok[i] && nc->fd >= 0 && !__atomic_load_n(&nc->closing, __ATOMIC_SEQ_CST)) {
             __atomic_add_fetch(&nc->inflight, 1, __ATOMIC_SEQ_CST);
             fds[queued] = nc->fd;
+            socks[queued] = nc->sock_key;
             owners[queued] = nc;
             memcpy(&addrs[queued], &nc->addr, nc->addrlen);
             iov[queued].iov_base = buf;
@@ -1348,12 +1376,12 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
         pthread_mutex_unlock(&nc->lock);
 
         if (queued == CHUNK) {
-            flush(msgs, fds, owners, queued);
+            flush(self, msgs, fds, socks, owners, queued);
             queued = 0;
         }
     }
     if (queued)
-        flush(msgs, fds, owners, queued);
+        flush(self, msgs, fds, socks, owners, queued);
     return total;
 }
 
@@ -1503,8 +1531,15 @@ static PyMethodDef Fanout_methods[] = {
      "abs_send_time, audio_level, now) -> int: one ingress packet to every consumer."},
     {NULL}};
 
+static PyObject *Fanout_send_calls(FanoutObject *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(__atomic_load_n(&self->send_calls, __ATOMIC_RELAXED));
+}
+
 static PyGetSetDef Fanout_getset[] = {
     {"size", (getter)Fanout_len, NULL, "number of consumers", NULL},
+    {"send_calls", (getter)Fanout_send_calls, NULL,
+     "sendmmsg calls forward() made (one per run of packets on one socket)", NULL},
     {"native_consumers", (getter)Fanout_consumers, NULL, "the NativeConsumers, in order", NULL},
     {NULL}};
 

@@ -93,6 +93,35 @@ async def wait_connected(pc: RTCPeerConnection, timeout: float = 15.0) -> None:
         raise RuntimeError(f"peer connection {pc.connectionState}")
 
 
+def selected_pair(pc: RTCPeerConnection) -> tuple[tuple[str, int], tuple[str, int]]:
+    """(local, remote) address of the client's nominated ICE pair."""
+    connection = pc.getTransceivers()[0].receiver.transport.transport._connection
+    pair = connection._nominated[1]
+    return (pair.local_addr, pair.remote_addr)
+
+
+def pin_local_port(pc: RTCPeerConnection, port: int) -> None:
+    """Make the client's ICE gather its host candidate on this local port (not an ephemeral
+    one), so a test can connect a new peer from the exact address a previous one used."""
+    connection = pc.getTransceivers()[0].receiver.transport.transport._connection
+    gather = connection.get_component_candidates
+
+    async def pinned(component: int, addresses: list[str], timeout: int = 5) -> Any:
+        loop = asyncio.get_running_loop()
+        create = loop.create_datagram_endpoint
+
+        async def on_port(factory: Any, local_addr: Any = None, **kw: Any) -> Any:
+            return await create(factory, local_addr=(local_addr[0], port), **kw)
+
+        loop.create_datagram_endpoint = on_port  # type: ignore[method-assign]
+        try:
+            return await gather(component, addresses, timeout)
+        finally:
+            del loop.create_datagram_endpoint
+
+    connection.get_component_candidates = pinned
+
+
 @dataclass
 class WhipPublisher:
     url: str
@@ -166,6 +195,7 @@ class WhepViewer:
     token: str
     video_slots: int = 1
     audio_slots: int = 1
+    local_port: int | None = None  # gather on this port (pin_local_port) instead of an ephemeral one
     pc: RTCPeerConnection = field(init=False)
     location: str = ""
     received_payloads: dict[str, list[bytes]] = field(default_factory=lambda: {"audio": [], "video": []})
@@ -190,6 +220,8 @@ class WhepViewer:
             self.pc.addTransceiver("audio", direction="recvonly")
         for _ in range(self.video_slots):
             self.pc.addTransceiver("video", direction="recvonly")
+        if self.local_port is not None:
+            pin_local_port(self.pc, self.local_port)
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -313,7 +345,7 @@ class WhepViewer:
         assert self.first_video_frame_at is not None
         return self.first_video_frame_at - self.posted_at
 
-    def local_port(self) -> int:
+    def nominated_local_port(self) -> int:
         dtls = self.pc.getTransceivers()[0].receiver.transport
         return int(dtls.transport._connection._nominated[1].local_candidate.port)
 

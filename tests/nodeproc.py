@@ -28,6 +28,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    """A UDP port free on loopback now: each node gets its own WebRTC mux port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class NodeProcess:
     """``edge serve`` on loopback, or inside ``netns`` bound to its address.
 
@@ -39,6 +46,9 @@ class NodeProcess:
         self.netns = netns
         self.host = netns.address if netns else "127.0.0.1"
         self.port = free_port()  # a fresh namespace has every port free
+        # The node's one WebRTC UDP port ([media] udp_port, default 7881): a free
+        # one per node, so nodes of parallel tests never collide.
+        self.udp_port = free_udp_port()
         self.url = f"http://{self.host}:{self.port}"
         self.secret = secrets.token_urlsafe(32)
         self.data_dir = tempfile.mkdtemp(prefix="edge-test-")
@@ -49,11 +59,13 @@ class NodeProcess:
             "EDGE_AUTH_SECRET": self.secret,
             "EDGE_NODE_DATA_DIR": self.data_dir,
             "EDGE_HTTP_PORT": str(self.port),
+            "EDGE_MEDIA_UDP_PORT": str(self.udp_port),
             "EDGE_LOG_FORMAT": "json",
             "EDGE_LIMITS_SESSIONS_PER_MINUTE": "100000",
             **({"EDGE_HTTP_HOST": self.host, "EDGE_MEDIA_ICE_ADDRESSES": self.host} if netns else {}),
             **(env or {}),
         }
+        self.udp_port = int(self.env["EDGE_MEDIA_UDP_PORT"])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> "NodeProcess":
@@ -98,6 +110,9 @@ class NodeProcess:
                 key, _, value = line.rpartition(" ")
                 out[key] = float(value)
         return out
+
+    def runtime(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/v1/admin/runtime", headers=self.admin_headers(), timeout=5).json()  # type: ignore[no-any-return]
 
     def room(self, name: str) -> dict[str, Any] | None:
         r = httpx.get(f"{self.url}/v1/rooms/{name}", headers=self.admin_headers(), timeout=5)

@@ -37,9 +37,29 @@ def admin_routes(ctx: "EdgeContext") -> list[Route]:
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def runtime(request: Request) -> Response:
-        """Threads of the node process: proves no decoder/encoder thread ever runs."""
+        """Threads of the node process (proves no decoder/encoder thread ever runs),
+        the WebRTC UDP set-up and each session's nominated ICE pair."""
         authorize(authenticate(ctx, request), None, frozenset({"admin"}))
-        return json_response({"threads": sorted(t.name for t in threading.enumerate())})
+        mux = ctx.node.udp_mux
+        transports = []
+        for session in list(ctx.node.sessions.values()):
+            transport = session.transport
+            remote = transport.remote_address
+            transports.append(
+                {
+                    "session": session.id,
+                    "kind": session.kind,
+                    "local_port": transport.local_port if transport.connected.is_set() else None,
+                    "remote": f"{remote[0]}:{remote[1]}" if remote else None,
+                }
+            )
+        return json_response(
+            {
+                "threads": sorted(t.name for t in threading.enumerate()),
+                "udp": mux.describe() if mux is not None else {"mode": "per_peer"},
+                "transports": transports,
+            }
+        )
 
     return [
         Route("/healthz", healthz, methods=["GET"]),

@@ -21,9 +21,11 @@ What runs where
    extension block (mid, abs-send-time, audio level with the consumer's ids),
    the header rewrite, SRTP protect with the consumer's own context, the store
    into its retransmit ring, and the sends: packets are queued and written with
-   ``sendmmsg``, one call per run of packets on the same socket (today each
-   viewer has its own aioice socket, so a fan-out is one datagram per socket;
-   with the planned one-port node a whole fan-out becomes one ``sendmmsg``);
+   ``sendmmsg``, one call per run of packets on the same socket (the same
+   socket inode, as each NativeConsumer holds its own dup()): on the node's one
+   UDP port (edge/transport/udpmux.py, the default) a whole fan-out of up to 64
+   viewers is one ``sendmmsg``; with ``udp_mux = false`` each viewer has its own
+   aioice socket and gets a call of its own (``Fanout.send_calls`` counts them);
 3. with the GIL: ``consumer.packets += 1`` and ``consumer.bytes += len`` as
    the Python plane does (straight into the ``__slots__`` members).
 

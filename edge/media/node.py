@@ -19,6 +19,7 @@ from ..config import Config
 from ..errors import LimitExceededError
 from ..observability.logging import get_logger
 from ..observability.metrics import NodeMetrics
+from ..transport.udpmux import UdpMux
 from ..transport.webrtc import WebRtcTransport
 from .consumer import Consumer
 from .dataplane import DataPlane, create_dataplane
@@ -41,6 +42,16 @@ class MediaNode:
         if warning:
             log.warning("dataplane_fallback", requested=config.media.dataplane, reason=warning)
         self.metrics.dataplane.labels(self.dataplane.name).set(1)
+        # The node's one WebRTC UDP port (None: a socket per peer connection).
+        self.udp_mux: UdpMux | None = (
+            UdpMux(
+                config.media.ice_addresses,
+                config.media.udp_port,
+                on_drop=lambda reason: self.metrics.dropped.labels(reason).inc(),
+            )
+            if config.media.udp_mux
+            else None
+        )
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, Session] = {}
         # Recently ended sessions, so a late DELETE (whip-whep closes the peer
@@ -55,7 +66,15 @@ class MediaNode:
 
     # lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
+    def bind(self) -> None:
+        """Bind the node's UDP port now (ConfigError names it if taken); start() does it too."""
+        if self.udp_mux is not None:
+            self.udp_mux.bind()
+
+    async def start(self) -> None:
+        if self.udp_mux is not None:
+            await self.udp_mux.start()
+            log.info("udp_mux_started", port=self.udp_mux.port, addresses=self.udp_mux.addresses)
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
 
@@ -71,6 +90,8 @@ class MediaNode:
             *(self.close_session(s.id, "shutdown") for s in list(self.sessions.values())),
             return_exceptions=True,
         )
+        if self.udp_mux is not None:  # last: the sessions' DTLS close_notify went out on it
+            self.udp_mux.close()
 
     async def _run(self) -> None:
         while True:
@@ -130,7 +151,7 @@ class MediaNode:
     ) -> tuple[Session, str]:
         """Answer an offer and register the session. Raises before registering anything."""
         self._check_capacity(room_name, publish)
-        transport = WebRtcTransport(secrets.token_urlsafe(18))
+        transport = WebRtcTransport(secrets.token_urlsafe(18), udp_mux=self.udp_mux)
         # The native plane unprotects ingress too (NativeDataPlane.srtp_receiver).
         receiver = getattr(self.dataplane, "srtp_receiver", None)
         if receiver is not None:

@@ -147,6 +147,23 @@ class MediaCollector(Collector):
             c = CounterMetricFamily(name, help_text)
             c.add_metric([], totals[key])
             yield c
+        mux = node.udp_mux
+        if mux is not None:
+            g = GaugeMetricFamily(
+                "edge_udp_mux_port", "The node's one WebRTC UDP port, per ICE address", labels=["address"]
+            )
+            for endpoint in mux.endpoints:
+                g.add_metric([endpoint.host], endpoint.port)
+            yield g
+            g = GaugeMetricFamily("edge_udp_mux_transports", "Transports (ICE ufrags) on the UDP mux")
+            g.add_metric([], mux.transports)
+            yield g
+            g = GaugeMetricFamily(
+                "edge_udp_mux_remote_addresses", "Remote addresses the UDP mux routes to a transport"
+            )
+            g.add_metric([], mux.remote_addresses)
+            yield g
+            # Its drops (unknown address/ufrag, bad STUN) are edge_dropped_packets{reason}.
 
 
 def _quality(node: "MediaNode") -> Iterator[Metric]:

@@ -18,6 +18,10 @@ fails loudly when an upgrade moves any of them). What it does with them:
   is the native SrtpReceiver built from ``srtp_keys()["rx"]`` instead of
   aiortc's pylibsrtp one (same bytes, same refusals, errors raised as
   pylibsrtp.Error subclasses so aiortc's receive loop drops them as before).
+* With a ``UdpMux`` (edge/transport/udpmux.py, the node's one UDP port), the
+  overridden ``_RTCPeerConnection__createDtlsTransport`` hands the new aioice
+  ``Connection`` to the mux before anything is gathered, so its only host
+  candidate is the mux's address:port and its "socket" is the shared one.
 
 See shared/research/aiortc_sfu.md for the hook points and their measured cost.
 """
@@ -53,6 +57,7 @@ from .simulcast_sdp import (
     add_simulcast_to_answer,
     parse_simulcast_offer,
 )
+from .udpmux import UdpMux
 
 EXT_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 EXT_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -210,7 +215,21 @@ async def _never_start(*_args: Any, **_kwargs: Any) -> None:
 
 
 class EdgePeerConnection(RTCPeerConnection):
-    """An RTCPeerConnection whose RTP senders/receivers never run."""
+    """An RTCPeerConnection whose RTP senders/receivers never run.
+
+    With ``udp_mux``, its ICE gathers on the node's shared UDP port only.
+    """
+
+    def __init__(self, configuration: RTCConfiguration | None = None, udp_mux: UdpMux | None = None) -> None:
+        self._udp_mux = udp_mux
+        super().__init__(configuration)
+
+    def _RTCPeerConnection__createDtlsTransport(self) -> Any:  # noqa: N802  (mangled name override)
+        create = RTCPeerConnection._RTCPeerConnection__createDtlsTransport  # type: ignore[attr-defined]
+        dtls = create(self)
+        if self._udp_mux is not None:
+            self._udp_mux.adopt(dtls.transport._connection)
+        return dtls
 
     def _RTCPeerConnection__createTransceiver(  # noqa: N802  (mangled name override)
         self, direction: str, kind: str, sender_track: Any = None
@@ -265,12 +284,13 @@ class WebRtcTransport:
     functions (no await on the media path).
     """
 
-    def __init__(self, transport_id: str) -> None:
+    def __init__(self, transport_id: str, udp_mux: UdpMux | None = None) -> None:
         self.id = transport_id
         # max-bundle: WHIP/WHEP require BUNDLE, and one DTLS transport per peer
         # is what the data plane hooks (aiortc's "balanced" may split m-lines).
         self.pc = EdgePeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE),
+            udp_mux=udp_mux,
         )
         self.sections: list[MediaSection] = []
         self.created_at = time.monotonic()
@@ -513,9 +533,10 @@ class WebRtcTransport:
     def egress_route(self) -> tuple[int, Any]:
         """For a native sender: (socket fd, remote address) of the nominated ICE pair.
 
-        The same socket and address ``send_protected`` uses. The fd belongs to
-        aioice: a native sender that keeps it must dup() it (closing the
-        transport closes the original).
+        The same socket and address ``send_protected`` uses: the node's shared
+        UDP mux socket, or the peer's own aioice socket without the mux. The fd
+        is not the caller's: a native sender that keeps it must dup() it
+        (closing the transport closes aioice's own socket).
         """
         if self.closed:
             raise InvalidStateError("the transport is closed")

@@ -95,6 +95,22 @@ async def test_chromium_publishes_via_whip_and_views_via_whep(
     )
     record_property("join_ms", join_ms)
 
+    # -- both Chromium peers talk to the node's one UDP port (nodeproc: a free one per node)
+    await wait_for(
+        chromium, "pub", "pub", "Boolean(window.pub.pair)", CONNECT_TIMEOUT_MS,
+        "publisher has no selected candidate pair",
+    )
+    pub_pair = (await chromium.state("pub", "pub"))["pair"]
+    view_pair = (await chromium.state("view", "view"))["pair"]
+    node_end = f"-> host 127.0.0.1:{node.udp_port}"
+    assert pub_pair.split(" -> ")[0] != view_pair.split(" -> ")[0], (pub_pair, view_pair)
+    udp = (await asyncio.to_thread(node.runtime))["udp"]
+    if udp["mode"] == "mux":  # the default
+        assert udp["port"] == node.udp_port, udp
+        assert pub_pair.endswith(node_end) and view_pair.endswith(node_end), (pub_pair, view_pair, node_end)
+    else:  # EDGE_MEDIA_UDP_MUX=false: a node port per peer
+        assert pub_pair.split(" -> ")[1] != view_pair.split(" -> ")[1], (pub_pair, view_pair)
+
     # -- framesDecoded keeps growing: two samples >= 1 s apart
     page = chromium.pages["view"]
     f1, t1 = await page.evaluate("[window.view.framesDecoded, performance.now()]")

@@ -16,7 +16,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from ..clients import WhepViewer, WhipPublisher
+from ..clients import WhepViewer, WhipPublisher, selected_pair
 from ..nodeproc import NodeProcess
 from ..scenarios import lossy_viewer_is_served_nacks
 
@@ -50,6 +50,14 @@ async def test_viewers_decode_byte_identical_payloads(native_node: NodeProcess) 
     await asyncio.gather(*(v.wait_frames("audio", 40) for v in viewers))
     # The node's SRs (aiortc's SRTCP context) coexist with the native SRTP contexts.
     await asyncio.gather(*(v.wait_sender_reports(2) for v in viewers))
+    # The native plane sends on the socket of each viewer's nominated pair: the node's
+    # one UDP port (the default), or one per viewer with EDGE_MEDIA_UDP_MUX=false.
+    node_ends = {selected_pair(v.pc)[1] for v in viewers}
+    udp = httpx.get(node.url + "/v1/admin/runtime", headers=node.admin_headers(), timeout=5).json()["udp"]
+    if udp["mode"] == "mux":
+        assert node_ends == {("127.0.0.1", node.udp_port)}, node_ends
+    else:
+        assert len(node_ends) == len(viewers) and ("127.0.0.1", node.udp_port) not in node_ends, node_ends
 
     for v in viewers:
         assert v.frame_sizes == {(320, 240)}

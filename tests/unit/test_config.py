@@ -27,6 +27,9 @@ def test_env_overrides_file_and_coerces_types(tmp_path: Path) -> None:
     assert config.http.port == 9100
     assert config.media.ice_addresses == ["1.2.3.4", "5.6.7.8"]
     assert config.media.inactivity_timeout_seconds == 2.5
+    assert (config.media.udp_mux, config.media.udp_port) == (True, 7881)  # the one-port default
+    config = load_config(None, env={"EDGE_MEDIA_UDP_MUX": "false", "EDGE_MEDIA_UDP_PORT": "0"})
+    assert (config.media.udp_mux, config.media.udp_port) == (False, 0)
 
 
 @pytest.mark.parametrize(
@@ -36,6 +39,8 @@ def test_env_overrides_file_and_coerces_types(tmp_path: Path) -> None:
         ("[nope]\na = 1\n", {}, "unknown config section [nope]"),
         ("[http]\nbogus = 1\n", {}, "unknown setting [http] bogus"),
         ("", {"EDGE_MEDIA_DATAPLANE": "gpu"}, "dataplane must be"),
+        ("", {"EDGE_MEDIA_UDP_PORT": "70000"}, "[media] udp_port must be 0-65535"),
+        ("", {"EDGE_MEDIA_UDP_MUX": "maybe"}, "[media] udp_mux: expected a boolean"),
         ("[http\n", {}, "is not valid TOML"),
     ],
 )
