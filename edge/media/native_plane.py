@@ -340,6 +340,10 @@ class NativeDataPlane:
         self._receivers: list[tuple[Any, Any]] = []
         self._retired: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
 
+    def rtp_parser(self, sections: Iterable[MediaSection]) -> Any:
+        """The RtpParser PublisherSession.on_rtp uses for its known streams."""
+        return rtp_parser(sections)
+
     def serve_nacks(self, data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
         """A viewer's NACKs served from the rings (ViewerSession.on_rtcp calls this)."""
         return serve_nacks(data, consumers)

@@ -119,6 +119,9 @@ class PublisherSession(Session):
         self._layer_rtx: dict[int, Layer] = {}
         self._rid_ext: int | None = None
         self._rrid_ext: int | None = None
+        # The native plane's one-call RTP parser for known streams (None: Python parsing).
+        make_parser = getattr(self.node.dataplane, "rtp_parser", None)
+        self._fast: Any = make_parser(self.transport.sections) if make_parser else None
         names = _source_names(self.transport.sections, sources or [])
         interval = self.node.config.media.keyframe_min_interval_ms / 1000.0
         for section, source in zip(self.transport.sections, names):
@@ -206,6 +209,34 @@ class PublisherSession(Session):
         return None
 
     def on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        fast = self._fast
+        if fast is not None:
+            # The native plane parses header, extensions and keyframe in one C
+            # call; a packet of a known stream is handled from that tuple.
+            try:
+                parsed = fast.parse(data)
+            except ValueError:
+                self._dropped("malformed_rtp")
+                return
+            ssrc, payload_type = parsed[6], parsed[3]
+            producer = self._by_ssrc.get(ssrc)
+            if producer is not None and payload_type == producer.codec.payload_type:
+                now = time.time()
+                self._producer_packet(producer, data, parsed[4], parsed[5], parsed[13], now)
+                if producer.consumers:
+                    self.node.dataplane.forward_parsed(producer, data, parsed, now)
+                if self.tap is not None:
+                    self.tap.rtp(producer, data, now)
+                return
+            layer = self._layers.get(ssrc)
+            if layer is not None and payload_type == layer.producer.codec.payload_type:  # type: ignore[attr-defined]
+                now = time.time()
+                self._layer_packet(layer, data, parsed[4], parsed[5], parsed[13], now)
+                if layer.consumers:
+                    self.node.dataplane.forward_parsed(layer, data, parsed, now)
+                self._tap_layer(layer, data, now)
+                return
+            # Anything else (an SSRC to learn, RTX, a codec change): the general path.
         try:
             header = RtpHeader.parse(data)
         except ValueError:
@@ -239,21 +270,46 @@ class PublisherSession(Session):
             self._dropped("unknown_payload_type")
             return
         now = time.time()
-        missing = producer.stats.add(header.sequence_number, header.timestamp, len(data), now)
-        if producer.nack_enabled:
-            self._nack(producer.ssrc, producer.nacks, header.sequence_number, missing, now)  # type: ignore[arg-type]
-        keyframe = False
-        if producer.video:
-            keyframe = is_keyframe(producer.codec.name, data[header.payload_offset :])
-            if keyframe:
-                producer.keyframes_seen += 1
-                if producer.joining:
-                    for consumer in producer.joining:
-                        consumer.slot.viewer.qoe.started(consumer, now)
-                    producer.joining.clear()
+        keyframe = producer.video and is_keyframe(producer.codec.name, data[header.payload_offset :])
+        self._producer_packet(producer, data, header.sequence_number, header.timestamp, keyframe, now)
         if producer.consumers:
             self.node.dataplane.forward(producer, data, header, keyframe, now)
         if self.tap is not None:
+            self.tap.rtp(producer, data, now)
+
+    def _producer_packet(
+        self, producer: Producer, data: bytes, seq: int, timestamp: int, keyframe: bool, now: float
+    ) -> None:
+        """Receive bookkeeping of a single-stream producer's packet: stats, NACKs, keyframes."""
+        missing = producer.stats.add(seq, timestamp, len(data), now)
+        if producer.nack_enabled:
+            self._nack(producer.ssrc, producer.nacks, seq, missing, now)  # type: ignore[arg-type]
+        if keyframe:
+            producer.keyframes_seen += 1
+            if producer.joining:
+                for consumer in producer.joining:
+                    consumer.slot.viewer.qoe.started(consumer, now)
+                producer.joining.clear()
+
+    def _layer_packet(
+        self, layer: Layer, data: bytes, seq: int, timestamp: int, keyframe: bool, now: float
+    ) -> None:
+        """The same for a simulcast layer; a keyframe moves the consumers waiting for it."""
+        producer: Producer = layer.producer  # type: ignore[assignment]
+        layer.last_packet = now
+        missing = layer.stats.add(seq, timestamp, len(data), now)
+        if producer.nack_enabled:
+            self._nack(layer.ssrc, layer.nacks, seq, missing, now)  # type: ignore[arg-type]
+        if keyframe:
+            layer.keyframes_seen += 1
+            producer.keyframes_seen += 1
+            if layer.pending:
+                self._switch_to(layer)
+
+    def _tap_layer(self, layer: Layer, data: bytes, now: float) -> None:
+        producer: Producer = layer.producer  # type: ignore[assignment]
+        if self.tap is not None and layer is producer.layers[-1]:
+            # Recordings keep the top layer (one SSRC per recorded track).
             self.tap.rtp(producer, data, now)
 
     def _unwrap_rtx(
@@ -286,21 +342,11 @@ class PublisherSession(Session):
             self._dropped("unknown_payload_type")
             return
         now = time.time()
-        layer.last_packet = now
-        missing = layer.stats.add(header.sequence_number, header.timestamp, len(data), now)
-        if producer.nack_enabled:
-            self._nack(layer.ssrc, layer.nacks, header.sequence_number, missing, now)  # type: ignore[arg-type]
         keyframe = is_keyframe(producer.codec.name, data[header.payload_offset :])
-        if keyframe:
-            layer.keyframes_seen += 1
-            producer.keyframes_seen += 1
-            if layer.pending:
-                self._switch_to(layer)
+        self._layer_packet(layer, data, header.sequence_number, header.timestamp, keyframe, now)
         if layer.consumers:
             self.node.dataplane.forward(layer, data, header, keyframe, now)
-        if self.tap is not None and layer is producer.layers[-1]:
-            # Recordings keep the top layer (one SSRC per recorded track).
-            self.tap.rtp(producer, data, now)
+        self._tap_layer(layer, data, now)
 
     def _switch_to(self, layer: Layer) -> None:
         """Consumers waiting for this layer move to it on this keyframe."""
@@ -442,6 +488,7 @@ class PublisherSession(Session):
     def describe(self) -> dict[str, object]:
         out = super().describe()
         out["producers"] = [p.describe() for p in self.producers]
+        out["ingress_parser"] = "python" if self._fast is None else "native"
         return out
 
 

@@ -69,6 +69,9 @@ async def test_viewers_decode_byte_identical_payloads(native_node: NodeProcess) 
 
     info = node.room(room)
     assert info is not None
+    # The publisher's packets were parsed by the native RtpParser (one C call each).
+    [whip] = [s for s in info["sessions"] if s["kind"] == "whip"]
+    assert whip["ingress_parser"] == "native"
     consumers = info["consumers"]
     assert len(consumers) == 6
     # Consumer.packets/bytes are kept by the native plane as by the Python one.
