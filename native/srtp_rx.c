@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SEQ_NUM_MEDIAN (1 << 15)
-#define SEQ_NUM_MAX (1 << 16)
 #define RTCP_WINDOW 128
 
 static void keys_free(en_srtp_keys *k)
@@ -160,39 +158,6 @@ static inline int rdbx_bit(const en_srtp_rx *rx, const en_srtp_rx_stream *s, uin
     return (s->bits[pos >> 5] >> (pos & 31)) & 1;
 }
 
-/* srtp_rdbx_estimate_index */
-static int32_t estimate_index(const en_srtp_rx_stream *s, uint64_t *guess, uint16_t seq)
-{
-    uint32_t local_roc, guess_roc;
-    uint16_t local_seq;
-    int32_t difference;
-    if (s->index <= SEQ_NUM_MEDIAN) {
-        *guess = seq;
-        return (int32_t)seq - (int32_t)(uint16_t)s->index;
-    }
-    local_roc = (uint32_t)(s->index >> 16);
-    local_seq = (uint16_t)s->index;
-    if (local_seq < SEQ_NUM_MEDIAN) {
-        if ((int32_t)seq - (int32_t)local_seq > SEQ_NUM_MEDIAN) {
-            guess_roc = local_roc - 1;
-            difference = (int32_t)seq - (int32_t)local_seq - SEQ_NUM_MAX;
-        } else {
-            guess_roc = local_roc;
-            difference = (int32_t)seq - (int32_t)local_seq;
-        }
-    } else {
-        if ((int32_t)local_seq - SEQ_NUM_MEDIAN > (int32_t)seq) {
-            guess_roc = local_roc + 1;
-            difference = (int32_t)seq - (int32_t)local_seq + SEQ_NUM_MAX;
-        } else {
-            guess_roc = local_roc;
-            difference = (int32_t)seq - (int32_t)local_seq;
-        }
-    }
-    *guess = (((uint64_t)guess_roc) << 16) | seq;
-    return difference;
-}
-
 /* srtp_rdbx_check */
 static int rdbx_check(const en_srtp_rx *rx, const en_srtp_rx_stream *s, int32_t delta)
 {
@@ -339,7 +304,7 @@ int en_srtp_unprotect(en_srtp_rx *rx, uint8_t *buf, size_t len)
         est = seq; /* the provisional (template) stream: index = seq, no replay check */
         delta = (int32_t)seq;
     } else {
-        delta = estimate_index(s, &est, seq);
+        delta = en_srtp_estimate_index(s->index, &est, seq);
         err = rdbx_check(rx, s, delta);
         if (err)
             return -err;

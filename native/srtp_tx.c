@@ -182,19 +182,21 @@ static inline void bit_clear(en_srtp_tx *tx, uint64_t idx)
     tx->bits[pos >> 5] &= ~(1u << (pos & 31));
 }
 
-/* srtp_rdbx_estimate_index / srtp_index_guess: the 48-bit index of `seq`. */
-static int32_t estimate_index(const en_srtp_tx *tx, uint64_t *guess, uint16_t s)
+/* srtp_rdbx_estimate_index / srtp_index_guess: the 48-bit index of `s`, given the
+ * newest index seen so far (RFC 3711 section 3.3.1); shared by the send and
+ * receive sides (srtp_rx.c). Returns `s`'s distance from that newest index. */
+int32_t en_srtp_estimate_index(uint64_t index, uint64_t *guess, uint16_t s)
 {
     uint32_t local_roc, guess_roc;
     uint16_t local_seq;
     int32_t difference;
 
-    if (tx->index <= SEQ_NUM_MEDIAN) {
+    if (index <= SEQ_NUM_MEDIAN) {
         *guess = s;
-        return (int32_t)s - (int32_t)(uint16_t)tx->index;
+        return (int32_t)s - (int32_t)(uint16_t)index;
     }
-    local_roc = (uint32_t)(tx->index >> 16);
-    local_seq = (uint16_t)tx->index;
+    local_roc = (uint32_t)(index >> 16);
+    local_seq = (uint16_t)index;
     if (local_seq < SEQ_NUM_MEDIAN) {
         if ((int32_t)s - (int32_t)local_seq > SEQ_NUM_MEDIAN) {
             guess_roc = local_roc - 1;
@@ -267,7 +269,7 @@ int en_srtp_protect(en_srtp_tx *tx, uint8_t *buf, size_t len)
     }
 
     seq = (uint16_t)((buf[2] << 8) | buf[3]);
-    delta = estimate_index(tx, &est, seq);
+    delta = en_srtp_estimate_index(tx->index, &est, seq);
     err = replay_update(tx, delta);
     if (err)
         return -err;

@@ -64,6 +64,10 @@ int en_srtp_kdf(const uint8_t *master_key, unsigned key_len, const uint8_t salt1
 
 /* Derive the session keys from master key + salt (key_len + salt_len bytes).
  * window_size is the replay window (libsrtp rounds it up to a multiple of 32). */
+/* RFC 3711 3.3.1: the 48-bit packet index of sequence number `seq` given the
+ * newest index so far; returns its distance from that index (send and receive). */
+int32_t en_srtp_estimate_index(uint64_t index, uint64_t *guess, uint16_t seq);
+
 int en_srtp_tx_init(en_srtp_tx *tx, int profile, const uint8_t *master, size_t master_len,
                     unsigned window_size);
 void en_srtp_tx_free(en_srtp_tx *tx);
