@@ -44,23 +44,11 @@ static int keys_init(en_srtp_keys *k, int profile, const uint8_t *master, int rt
         if (EVP_DecryptInit_ex(k->ctx, cipher, NULL, session_key, NULL) != 1)
             goto done;
     } else {
-        uint8_t pad[64];
-        int i;
         /* SRTCP keeps the 80-bit tag with the _32 profile (libsrtp, RFC 3711). */
         k->tag_len = (profile == EN_SRTP_AES128_CM_SHA1_32 && !rtcp) ? 4 : 10;
         if (!en_srtp_kdf(master, key_len, salt14, base + 1, auth_key, 20))
             goto done;
-        memset(pad, 0x36, sizeof pad);
-        for (i = 0; i < 20; i++)
-            pad[i] ^= auth_key[i];
-        SHA1_Init(&k->hmac_inner);
-        SHA1_Update(&k->hmac_inner, pad, sizeof pad);
-        memset(pad, 0x5c, sizeof pad);
-        for (i = 0; i < 20; i++)
-            pad[i] ^= auth_key[i];
-        SHA1_Init(&k->hmac_outer);
-        SHA1_Update(&k->hmac_outer, pad, sizeof pad);
-        memset(pad, 0, sizeof pad);
+        en_hmac_sha1_init(&k->hmac_inner, &k->hmac_outer, auth_key);
         /* Counter mode: decryption is encryption. */
         if (EVP_EncryptInit_ex(k->ctx, EVP_aes_128_ctr(), NULL, session_key, NULL) != 1)
             goto done;
@@ -225,15 +213,8 @@ static void rdb_add(en_srtp_rx_stream *s, uint32_t idx)
 static int hmac_ok(const en_srtp_keys *k, const uint8_t *a, size_t a_len, const uint8_t *b,
                    size_t b_len, const uint8_t *tag)
 {
-    uint8_t inner[SHA_DIGEST_LENGTH], mac[SHA_DIGEST_LENGTH];
-    SHA_CTX sha = k->hmac_inner;
-    SHA1_Update(&sha, a, a_len);
-    if (b_len)
-        SHA1_Update(&sha, b, b_len);
-    SHA1_Final(inner, &sha);
-    sha = k->hmac_outer;
-    SHA1_Update(&sha, inner, sizeof inner);
-    SHA1_Final(mac, &sha);
+    uint8_t mac[SHA_DIGEST_LENGTH];
+    en_hmac_sha1(&k->hmac_inner, &k->hmac_outer, a, a_len, b, b_len, mac);
     return CRYPTO_memcmp(mac, tag, k->tag_len) == 0;
 }
 

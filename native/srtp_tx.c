@@ -114,24 +114,11 @@ int en_srtp_tx_init(en_srtp_tx *tx, int profile, const uint8_t *master, size_t m
         tx->tag_len = 16;
         cipher = key_len == 32 ? EVP_aes_256_gcm() : EVP_aes_128_gcm();
     } else {
-        uint8_t pad[64];
-        int i;
         tx->tag_len = profile == EN_SRTP_AES128_CM_SHA1_80 ? 10 : 4;
         cipher = EVP_aes_128_ctr();
         if (!en_srtp_kdf(master, key_len, salt14, 0x01, auth_key, 20))
             goto fail;
-        /* HMAC (RFC 2104) with the inner and outer pad blocks hashed once. */
-        memset(pad, 0x36, sizeof pad);
-        for (i = 0; i < 20; i++)
-            pad[i] ^= auth_key[i];
-        SHA1_Init(&tx->hmac_inner);
-        SHA1_Update(&tx->hmac_inner, pad, sizeof pad);
-        memset(pad, 0x5c, sizeof pad);
-        for (i = 0; i < 20; i++)
-            pad[i] ^= auth_key[i];
-        SHA1_Init(&tx->hmac_outer);
-        SHA1_Update(&tx->hmac_outer, pad, sizeof pad);
-        memset(pad, 0, sizeof pad);
+        en_hmac_sha1_init(&tx->hmac_inner, &tx->hmac_outer, auth_key);
     }
     tx->ctx = EVP_CIPHER_CTX_new();
     if (tx->ctx == NULL || EVP_EncryptInit_ex(tx->ctx, cipher, NULL, session_key, NULL) != 1)
@@ -180,6 +167,39 @@ static inline void bit_clear(en_srtp_tx *tx, uint64_t idx)
 {
     uint32_t pos = (uint32_t)(idx % tx->window);
     tx->bits[pos >> 5] &= ~(1u << (pos & 31));
+}
+
+/* HMAC-SHA1 (RFC 2104) with the inner and outer pad blocks hashed once per key. */
+void en_hmac_sha1_init(SHA_CTX *inner, SHA_CTX *outer, const uint8_t key[20])
+{
+    uint8_t pad[64];
+    int i;
+    memset(pad, 0x36, sizeof pad);
+    for (i = 0; i < 20; i++)
+        pad[i] ^= key[i];
+    SHA1_Init(inner);
+    SHA1_Update(inner, pad, sizeof pad);
+    memset(pad, 0x5c, sizeof pad);
+    for (i = 0; i < 20; i++)
+        pad[i] ^= key[i];
+    SHA1_Init(outer);
+    SHA1_Update(outer, pad, sizeof pad);
+    memset(pad, 0, sizeof pad);
+}
+
+/* The MAC of a then b (b may be empty) from the prepared pad states. */
+void en_hmac_sha1(const SHA_CTX *inner, const SHA_CTX *outer, const uint8_t *a, size_t a_len,
+                  const uint8_t *b, size_t b_len, uint8_t mac[20])
+{
+    uint8_t digest[SHA_DIGEST_LENGTH];
+    SHA_CTX sha = *inner;
+    SHA1_Update(&sha, a, a_len);
+    if (b_len)
+        SHA1_Update(&sha, b, b_len);
+    SHA1_Final(digest, &sha);
+    sha = *outer;
+    SHA1_Update(&sha, digest, sizeof digest);
+    SHA1_Final(mac, &sha);
 }
 
 /* srtp_rdbx_estimate_index / srtp_index_guess: the 48-bit index of `s`, given the
@@ -298,8 +318,7 @@ int en_srtp_protect(en_srtp_tx *tx, uint8_t *buf, size_t len)
     } else {
         /* RFC 3711 section 4.1.1: counter = salt XOR (SSRC << 64) XOR (index << 16). */
         uint8_t ctr[16] = {0};
-        uint8_t roc_be[4], inner[SHA_DIGEST_LENGTH], mac[SHA_DIGEST_LENGTH];
-        SHA_CTX sha;
+        uint8_t roc_be[4], mac[SHA_DIGEST_LENGTH];
         int i;
         memcpy(ctr + 4, buf + 8, 4);
         put_be32(ctr + 8, roc);
@@ -313,13 +332,7 @@ int en_srtp_protect(en_srtp_tx *tx, uint8_t *buf, size_t len)
             return -EN_SRTP_ERR_CIPHER;
         /* Tag: HMAC-SHA1 over the whole packet then the ROC, truncated. */
         put_be32(roc_be, roc);
-        sha = tx->hmac_inner;
-        SHA1_Update(&sha, buf, len);
-        SHA1_Update(&sha, roc_be, 4);
-        SHA1_Final(inner, &sha);
-        sha = tx->hmac_outer;
-        SHA1_Update(&sha, inner, sizeof inner);
-        SHA1_Final(mac, &sha);
+        en_hmac_sha1(&tx->hmac_inner, &tx->hmac_outer, buf, len, roc_be, 4, mac);
         memcpy(buf + len, mac, tx->tag_len);
         return (int)(len + tx->tag_len);
     }

@@ -64,6 +64,11 @@ int en_srtp_kdf(const uint8_t *master_key, unsigned key_len, const uint8_t salt1
 
 /* Derive the session keys from master key + salt (key_len + salt_len bytes).
  * window_size is the replay window (libsrtp rounds it up to a multiple of 32). */
+/* HMAC-SHA1 with precomputed pad states (SRTP auth, both directions). */
+void en_hmac_sha1_init(SHA_CTX *inner, SHA_CTX *outer, const uint8_t key[20]);
+void en_hmac_sha1(const SHA_CTX *inner, const SHA_CTX *outer, const uint8_t *a, size_t a_len,
+                  const uint8_t *b, size_t b_len, uint8_t mac[20]);
+
 /* RFC 3711 3.3.1: the 48-bit packet index of sequence number `seq` given the
  * newest index so far; returns its distance from that index (send and receive). */
 int32_t en_srtp_estimate_index(uint64_t index, uint64_t *guess, uint16_t seq);
