@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from .clients import WhepViewer, WhipPublisher
 from .netimpair import UdpLoss
 from .nodeproc import NodeProcess
@@ -23,6 +25,14 @@ async def lossy_viewer_is_served_nacks(node: NodeProcess, room: str) -> None:
     with UdpLoss(lossy.nominated_local_port(), 5) as loss:
         start = lossy.frames["video"]
         await lossy.wait_frames("video", start + 90, timeout=30)  # ~3 s of video
+        # aiortc's viewer NACKs some gaps only: keep the loss on until the node
+        # has served at least one retransmission (or 20 s have passed).
+        deadline = asyncio.get_running_loop().time() + 20
+        while (
+            node.metrics()["edge_nack_served_total"] <= before["edge_nack_served_total"]
+            and asyncio.get_running_loop().time() < deadline
+        ):
+            await lossy.wait_frames("video", lossy.frames["video"] + 15, timeout=30)
         dropped = loss.dropped()
     after = node.metrics()
 

@@ -144,9 +144,12 @@ async def run(profile: str, seconds: float, *, room: str = "qoe-chromium", clear
                                 break
                             except Exception as exc:
                                 # Chromium sees the namespace's link being shaped just
-                                # before it starts and aborts the first navigation.
-                                if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+                                # before it starts: it aborts the first navigation, or
+                                # reloads the page itself (another navigation).
+                                changed = "ERR_NETWORK_CHANGED" in str(exc) or "interrupted by another navigation" in str(exc)
+                                if not changed or attempt == 2:
                                     raise
+                        await page.wait_for_load_state("load")
                         await page.wait_for_function(
                             "window.view && (window.view.t.firstDecoded !== undefined || window.view.phase === 'error')",
                             timeout=60_000, polling=100,
