@@ -267,16 +267,9 @@ int en_srtp_unprotect(en_srtp_rx *rx, uint8_t *buf, size_t len)
     /* srtp_validate_rtp_header */
     if (len < 12)
         return -EN_SRTP_ERR_BAD_PARAM;
-    hdr_len = 12 + 4 * (size_t)(buf[0] & 0x0F);
-    if (len < hdr_len)
+    hdr_len = en_srtp_rtp_header_len(buf, len);
+    if (hdr_len == 0)
         return -EN_SRTP_ERR_BAD_PARAM;
-    if (buf[0] & 0x10) {
-        if (len < hdr_len + 4)
-            return -EN_SRTP_ERR_BAD_PARAM;
-        hdr_len += 4 * ((size_t)((buf[hdr_len + 2] << 8) | buf[hdr_len + 3]) + 1);
-        if (len < hdr_len)
-            return -EN_SRTP_ERR_BAD_PARAM;
-    }
 
     ssrc = get_be32(buf + 8);
     seq = (uint16_t)((buf[2] << 8) | buf[3]);

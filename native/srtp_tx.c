@@ -169,6 +169,23 @@ static inline void bit_clear(en_srtp_tx *tx, uint64_t idx)
     tx->bits[pos >> 5] &= ~(1u << (pos & 31));
 }
 
+/* srtp_validate_rtp_header: the RTP header's length (fixed part, CSRCs, extension
+ * block), or 0 when the packet (len >= 12) is too short to hold it. */
+size_t en_srtp_rtp_header_len(const uint8_t *buf, size_t len)
+{
+    size_t hdr_len = 12 + 4 * (size_t)(buf[0] & 0x0F);
+    if (len < hdr_len)
+        return 0;
+    if (buf[0] & 0x10) {
+        if (len < hdr_len + 4)
+            return 0;
+        hdr_len += 4 * ((size_t)((buf[hdr_len + 2] << 8) | buf[hdr_len + 3]) + 1);
+        if (len < hdr_len)
+            return 0;
+    }
+    return hdr_len;
+}
+
 /* HMAC-SHA1 (RFC 2104) with the inner and outer pad blocks hashed once per key. */
 void en_hmac_sha1_init(SHA_CTX *inner, SHA_CTX *outer, const uint8_t key[20])
 {
@@ -277,16 +294,9 @@ int en_srtp_protect(en_srtp_tx *tx, uint8_t *buf, size_t len)
     /* srtp_validate_rtp_header */
     if (len < 12 || len > (1u << 20))
         return -EN_SRTP_ERR_BAD_PARAM;
-    hdr_len = 12 + 4 * (size_t)(buf[0] & 0x0F);
-    if (len < hdr_len)
+    hdr_len = en_srtp_rtp_header_len(buf, len);
+    if (hdr_len == 0)
         return -EN_SRTP_ERR_BAD_PARAM;
-    if (buf[0] & 0x10) {
-        if (len < hdr_len + 4)
-            return -EN_SRTP_ERR_BAD_PARAM;
-        hdr_len += 4 * ((size_t)((buf[hdr_len + 2] << 8) | buf[hdr_len + 3]) + 1);
-        if (len < hdr_len)
-            return -EN_SRTP_ERR_BAD_PARAM;
-    }
 
     seq = (uint16_t)((buf[2] << 8) | buf[3]);
     delta = en_srtp_estimate_index(tx->index, &est, seq);

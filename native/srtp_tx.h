@@ -64,6 +64,9 @@ int en_srtp_kdf(const uint8_t *master_key, unsigned key_len, const uint8_t salt1
 
 /* Derive the session keys from master key + salt (key_len + salt_len bytes).
  * window_size is the replay window (libsrtp rounds it up to a multiple of 32). */
+/* The RTP header's length, or 0 if `len` (>= 12) cannot hold it. */
+size_t en_srtp_rtp_header_len(const uint8_t *buf, size_t len);
+
 /* HMAC-SHA1 with precomputed pad states (SRTP auth, both directions). */
 void en_hmac_sha1_init(SHA_CTX *inner, SHA_CTX *outer, const uint8_t key[20]);
 void en_hmac_sha1(const SHA_CTX *inner, const SHA_CTX *outer, const uint8_t *a, size_t a_len,
