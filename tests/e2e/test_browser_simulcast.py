@@ -70,31 +70,3 @@ async def test_chromium_simulcast_is_forwarded_per_viewer(node: NodeProcess, chr
     finally:
         for viewer in (rich, poor):
             await viewer.stop()
-
-
-async def test_chromium_viewer_climbs_to_the_top_layer_on_its_own_estimate(
-    node: NodeProcess, chromium: BrowserPages
-) -> None:
-    """No test-set estimate: the Chromium viewer's own REMB drives the layer choice."""
-    room = await publish_simulcast(node, chromium)
-    await chromium.open("view", "view.html", node=node.url, room=room, token=node.token(room, "bob", "viewer"))
-    await wait_for(
-        chromium, "view", "view", "window.view.playing === true", 30_000, "viewer's <video> did not play"
-    )
-    page = chromium.pages["view"]
-    try:
-        await page.wait_for_function(
-            "document.querySelector('video').videoWidth === 1280", timeout=45_000, polling=250
-        )
-    except Exception:
-        info = node.room(room)
-        width = await page.evaluate("document.querySelector('video').videoWidth")
-        video = [p for p in (info or {}).get("producers", []) if p["kind"] == "video"]
-        pytest.fail(
-            f"viewer stayed at width {width}: {info and info.get('viewers')}\n"
-            f"layers: {video and video[0]['simulcast']}"
-        )
-    info = node.room(room)
-    assert info is not None
-    [viewer] = info["viewers"]
-    assert viewer["quality"]["estimated_bitrate"] and viewer["quality"]["estimated_bitrate"] > 0
