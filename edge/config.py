@@ -54,6 +54,12 @@ class MediaConfig:
     retransmit_buffer_packets: int = 1024
     max_publish_bitrate: int = 4_000_000
     dataplane: str = "python"
+    # Earlier Opus payloads each audio packet also carries (RFC 2198 RED) to
+    # viewers that negotiate it; 0 = no RED. Each step adds one Opus payload.
+    audio_red_distance: int = 2
+    # Ceiling of the playout delay the node asks of a viewer on a lossy link
+    # (edge/media/playout.py), in ms; 0 = never ask (lowest latency, more freezes).
+    playout_delay_max_ms: int = 800
 
 
 @dataclass(slots=True)
@@ -182,6 +188,14 @@ def load_config(
             _apply(getattr(config, section), {key: value}, section)
     if config.media.dataplane not in ("python", "native"):
         raise ConfigError("[media] dataplane must be 'python' or 'native'")
+    if not 0 <= config.media.audio_red_distance <= 3:
+        raise ConfigError(
+            f"[media] audio_red_distance must be 0-3, got {config.media.audio_red_distance}"
+        )
+    if not 0 <= config.media.playout_delay_max_ms <= 4000:
+        raise ConfigError(
+            f"[media] playout_delay_max_ms must be 0-4000, got {config.media.playout_delay_max_ms}"
+        )
     if not 0 <= config.media.udp_port <= 65535:
         raise ConfigError(f"[media] udp_port must be 0-65535, got {config.media.udp_port}")
     if config.log.format not in ("auto", "json", "console"):

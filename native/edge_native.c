@@ -309,6 +309,10 @@ typedef struct {
     int mid_id, ast_id, level_id;
     uint8_t mid[255];
     unsigned mid_len;
+    /* The playout-delay element (edge/media/playout.py): its id (0 = none) and
+     * 3-byte value, set from Python with set_playout_delay() under the lock. */
+    int pd_id;
+    uint8_t pd[3];
     en_srtp_tx srtp;
     int srtp_ready;
     int fd;       /* our dup() of the transport's socket, -1 once closed */
@@ -824,7 +828,29 @@ static PyObject *NativeConsumer_close(NativeConsumerObject *self, PyObject *unus
     Py_RETURN_NONE;
 }
 
+static PyObject *NativeConsumer_set_playout_delay(NativeConsumerObject *self, PyObject *args)
+{
+    int id;
+    Py_buffer value = {0};
+    if (!PyArg_ParseTuple(args, "iy*", &id, &value))
+        return NULL;
+    if (id < 0 || id > 255 || (id && value.len != 3)) {
+        PyBuffer_Release(&value);
+        PyErr_SetString(PyExc_ValueError, "set_playout_delay(id 0-255, 3-byte value)");
+        return NULL;
+    }
+    pthread_mutex_lock(&self->lock);
+    self->pd_id = id;
+    if (id)
+        memcpy(self->pd, value.buf, 3);
+    pthread_mutex_unlock(&self->lock);
+    PyBuffer_Release(&value);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef NativeConsumer_methods[] = {
+    {"set_playout_delay", (PyCFunction)NativeConsumer_set_playout_delay, METH_VARARGS,
+     "set_playout_delay(id, value): add the playout-delay element (id 0 = stop) to every packet."},
     {"switch", (PyCFunction)(void (*)(void))NativeConsumer_switch, METH_VARARGS | METH_KEYWORDS,
      "switch(source, clock_rate): take packets from another source from its next keyframe on."},
     {"map", (PyCFunction)(void (*)(void))NativeConsumer_map, METH_VARARGS | METH_KEYWORDS,
@@ -1296,10 +1322,8 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
         int pt, len, plen;
 
         pthread_mutex_lock(&nc->lock);
-        if (!fwd_map(nc, p->seq, p->ts, p->keyframe, p->now, &out_seq, &out_ts)) {
-            pthread_mutex_unlock(&nc->lock);
-            continue;
-        }
+        /* A payload type the consumer does not take leaves its mapping untouched
+         * (as in the Python plane): checked before fwd_map. */
         pt = e->pt[p->pt];
         if (pt < 0) {
             if (pt == -2)
@@ -1307,12 +1331,18 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
             pthread_mutex_unlock(&nc->lock);
             continue;
         }
+        if (!fwd_map(nc, p->seq, p->ts, p->keyframe, p->now, &out_seq, &out_ts)) {
+            pthread_mutex_unlock(&nc->lock);
+            continue;
+        }
         /* The extension block: consumers with the same layout share one. */
         if (!have_block || nc->mid_id != cache_mid_id || nc->ast_id != cache_ast_id ||
             nc->level_id != cache_level_id ||
             (nc->mid_id && (cache_nc == NULL || nc->mid_len != cache_nc->mid_len ||
-                            memcmp(nc->mid, cache_nc->mid, nc->mid_len) != 0))) {
-            ext_el els[3];
+                            memcmp(nc->mid, cache_nc->mid, nc->mid_len) != 0)) ||
+            (cache_nc != NULL && (nc->pd_id != cache_nc->pd_id ||
+                                  (nc->pd_id && memcmp(nc->pd, cache_nc->pd, 3) != 0)))) {
+            ext_el els[4];
             int n = 0;
             if (nc->mid_id)
                 n = ext_put(els, n, nc->mid_id, nc->mid, nc->mid_len);
@@ -1320,6 +1350,8 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
                 n = ext_put(els, n, nc->ast_id, p->ast, p->ast_len);
             if (nc->level_id && p->has_level)
                 n = ext_put(els, n, nc->level_id, p->level, p->level_len);
+            if (nc->pd_id)
+                n = ext_put(els, n, nc->pd_id, nc->pd, 3);
             block_len = serialize_ext(els, n, block);
             have_block = 1;
             cache_mid_id = nc->mid_id;
@@ -1471,7 +1503,9 @@ static PyObject *Fanout_forward(FanoutObject *self, PyObject *const *args, Py_ss
         send_ok[i] = !closed;
         if (closed && __atomic_load_n(&e->nc->fd, __ATOMIC_SEQ_CST) >= 0)
             nc_close_fd(e->nc); /* the transport is gone: give its socket back */
-        if (draw_origin(e->nc, p.keyframe) < 0)
+        /* Only a consumer that takes this payload type starts on it (Python
+         * checks the PT before Forwarder.map, which draws the origins). */
+        if (e->pt[p.pt] >= 0 && draw_origin(e->nc, p.keyframe) < 0)
             goto done;
     }
     slot_size = (12 + MAX_EXT_BLOCK + (size_t)plen + EN_SRTP_MAX_TAG + 63) & ~(size_t)63;

@@ -204,6 +204,11 @@ class WhepViewer:
     size_log: list[tuple[float, int, int]] = field(default_factory=list)  # (monotonic, w, h) on change
     # When set, the viewer reports this bandwidth estimate (REMB) instead of aiortc's own.
     estimate: int | None = None
+    # Offer what browsers offer and aiortc does not: RED over Opus on audio
+    # (red/48000/2) and the playout-delay extension on video. aiortc itself
+    # cannot decode RED: raw_packets has what arrives.
+    offer_browser_extras: bool = False
+    raw_packets: dict[str, list[bytes]] = field(default_factory=lambda: {"audio": [], "video": []})
     posted_at: float = 0.0
     first_video_frame_at: float | None = None
     answer_sdp: str = ""
@@ -213,6 +218,8 @@ class WhepViewer:
     _first_frame: asyncio.Event = field(default_factory=asyncio.Event)
     _frame: asyncio.Event = field(default_factory=asyncio.Event)
     _report: asyncio.Event = field(default_factory=asyncio.Event)
+    _raw: asyncio.Event = field(default_factory=asyncio.Event)
+    _send_rtcp: Any = None
 
     async def start(self) -> httpx.Response:
         self.pc = RTCPeerConnection(client_config())
@@ -228,11 +235,14 @@ class WhepViewer:
             self._tasks.append(asyncio.ensure_future(self._consume(track)))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = self.pc.localDescription.sdp
+        if self.offer_browser_extras:
+            offer = with_browser_extras(offer)
         self.posted_at = time.monotonic()
         async with httpx.AsyncClient() as client:
             r = await client.post(
                 f"{self.url}/whep/{self.room}",
-                content=self.pc.localDescription.sdp,
+                content=offer,
                 headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {self.token}"},
             )
         if r.status_code != 201:
@@ -254,6 +264,8 @@ class WhepViewer:
             ssrc = struct.unpack_from("!I", data, 8)[0]
             kind = answer_ssrcs.get(ssrc)
             if kind:
+                self.raw_packets[kind].append(data)
+                self._raw.set()
                 payload = _payload(data)
                 self.received_payloads[kind].append(payload)
                 self.received_timestamps[payload] = struct.unpack_from("!I", data, 4)[0]
@@ -279,6 +291,7 @@ class WhepViewer:
             await original_send(data)
 
         dtls._send_rtp = send
+        self._send_rtcp = original_send
         self._tasks.append(asyncio.ensure_future(self._report_estimate(dtls, original_send, answer_ssrcs)))
         return r
 
@@ -290,6 +303,22 @@ class WhepViewer:
             await asyncio.sleep(0.25)
             if self.estimate is not None and video:
                 await send(bytes(Remb(sender_ssrc=1, bitrate=self.estimate, ssrcs=video)))
+
+    async def send_rtcp(self, data: bytes) -> None:
+        """Send an RTCP packet of the test's own (e.g. NACKs) to the node."""
+        await self._send_rtcp(data)
+
+    async def wait_raw(self, kind: str, count: int, timeout: float = 20.0) -> list[bytes]:
+        """Until ``count`` RTP packets of ``kind`` arrived (decodable or not)."""
+        deadline = time.monotonic() + timeout
+        while len(self.raw_packets[kind]) < count:
+            self._raw.clear()
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(self._raw.wait(), max(0.0, remaining))
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"{kind}: {len(self.raw_packets[kind])} of {count} packets") from None
+        return self.raw_packets[kind]
 
     def current_size(self) -> tuple[int, int] | None:
         return self.size_log[-1][1:] if self.size_log else None  # type: ignore[return-value]
@@ -358,6 +387,36 @@ class WhepViewer:
                 await client.delete(
                     self.url + self.location, headers={"Authorization": f"Bearer {self.token}"}
                 )
+
+
+RED_PT = 63
+PLAYOUT_DELAY_ID = 12
+EXT_PLAYOUT_DELAY = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
+
+
+def with_browser_extras(sdp: str) -> str:
+    """An aiortc offer with Chromium's RED (``a=rtpmap:63 red/48000/2``, over
+    Opus) on audio m-lines and the playout-delay extension on video m-lines."""
+    out: list[str] = []
+    kind = ""
+    opus = None
+    for line in sdp.split("\r\n"):
+        if line.startswith("m="):
+            kind = line[2:].split(" ", 1)[0]
+            if kind == "audio":
+                line += f" {RED_PT}"
+        if kind == "audio" and line.startswith("a=rtpmap:") and "opus/48000" in line:
+            opus = line[9:].split(" ", 1)[0]
+            out.append(line)
+            out.append(f"a=rtpmap:{RED_PT} red/48000/2")
+            out.append(f"a=fmtp:{RED_PT} {opus}/{opus}")
+            continue
+        if kind == "video" and line.startswith("a=mid:"):
+            out.append(line)
+            out.append(f"a=extmap:{PLAYOUT_DELAY_ID} {EXT_PLAYOUT_DELAY}")
+            continue
+        out.append(line)
+    return "\r\n".join(out)
 
 
 def _sender_reports(data: bytes) -> list[tuple[int, int, int]]:

@@ -17,6 +17,7 @@ from ..transport.webrtc import (
     EXT_ABS_SEND_TIME,
     EXT_AUDIO_LEVEL,
     EXT_MID,
+    EXT_PLAYOUT_DELAY,
     MediaSection,
     WebRtcTransport,
 )
@@ -51,8 +52,24 @@ class ConsumerSlot:
         self.mid_id = ext.get(EXT_MID)
         self.ast_id = ext.get(EXT_ABS_SEND_TIME)
         self.level_id = ext.get(EXT_AUDIO_LEVEL)
+        self.pd_id = ext.get(EXT_PLAYOUT_DELAY)
+        # The playout-delay value every packet carries (edge/media/playout.py); None = none.
+        self.playout_delay: bytes | None = None
+        # The RED payload type this viewer negotiated for audio (edge/media/red.py).
+        red = next((c for c in section.codecs if c.name == "red"), None)
+        self.red_pt = red.payload_type if red is not None else None
         # Consumers with equal keys can share one extension block per packet.
-        self.ext_key = (self.mid_id, section.mid, self.ast_id, self.level_id)
+        self.ext_key: tuple[object, ...] = (self.mid_id, section.mid, self.ast_id, self.level_id, None)
+
+    def set_playout_delay(self, value: bytes) -> None:
+        """Carry this playout-delay value on every packet from now on (both planes)."""
+        if not self.pd_id:
+            return
+        self.playout_delay = value
+        self.ext_key = (*self.ext_key[:4], value)
+        native = getattr(self.forwarder, "set_playout_delay", None)
+        if native is not None:
+            native(self.pd_id, value)
 
     def payload_type_map(self, producer: "Producer") -> dict[int, int]:
         """Producer PT -> this slot's PT, for every codec both sides negotiated."""
@@ -80,6 +97,8 @@ class ConsumerSlot:
             elements[self.ast_id] = abs_send_time
         if self.level_id and audio_level is not None:
             elements[self.level_id] = audio_level
+        if self.pd_id and self.playout_delay is not None:
+            elements[self.pd_id] = self.playout_delay
         return serialize_extensions(elements)
 
 

@@ -49,11 +49,13 @@ class PythonDataPlane:
         ts_in = header.timestamp
         sent = 0
         for consumer in producer.consumers:
-            mapped = consumer.forwarder.map(seq_in, ts_in, keyframe, now)
-            if mapped is None:
-                continue
+            # A payload type the consumer does not take (another codec, or the
+            # plain copy of audio it gets as RED) leaves its Forwarder untouched.
             pt = consumer.pt_map.get(pt_in)
             if pt is None:
+                continue
+            mapped = consumer.forwarder.map(seq_in, ts_in, keyframe, now)
+            if mapped is None:
                 continue
             slot = consumer.slot
             block = blocks.get(slot.ext_key)

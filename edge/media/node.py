@@ -157,7 +157,13 @@ class MediaNode:
         if receiver is not None:
             transport.srtp_receiver_factory = lambda profile, key: receiver(profile, key, transport)
         try:
-            answer = await transport.answer(offer_sdp, send=not publish)
+            media = self.config.media
+            answer = await transport.answer(
+                offer_sdp,
+                send=not publish,
+                audio_red=media.audio_red_distance > 0,
+                playout_delay=media.playout_delay_max_ms > 0,
+            )
         except BaseException:
             await transport.close()
             raise

@@ -116,6 +116,7 @@ class ViewerQoe:
             else 0.0,
             "join_ms": self.join_ms,
             "layer_switches": sum(c.layer_switches for c in consumers),
+            "playout_delay_ms": self.viewer.playout.min_ms,
         }
         previous = self.current
         self.current = quality

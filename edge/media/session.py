@@ -23,7 +23,9 @@ from .consumer import NACK_BUDGET_PER_SECOND, Consumer, ConsumerSlot
 from .producer import Producer
 from .nack import NackTracker
 from .retransmit import buffer_size
+from .playout import PlayoutDelay
 from .qoe import ViewerQoe
+from .red import RedSource, unused_payload_type
 from .simulcast import Layer
 from .rtp import RtpHeader, unwrap_rtx
 
@@ -225,6 +227,8 @@ class PublisherSession(Session):
                 self._producer_packet(producer, data, parsed[4], parsed[5], parsed[13], now)
                 if producer.consumers:
                     self.node.dataplane.forward_parsed(producer, data, parsed, now)
+                    if producer.red is not None and producer.red.consumers:
+                        self._forward_red(producer.red, data, parsed[0], parsed[1], payload_type, parsed[4], parsed[5], now)
                 if self.tap is not None:
                     self.tap.rtp(producer, data, now)
                 return
@@ -274,8 +278,22 @@ class PublisherSession(Session):
         self._producer_packet(producer, data, header.sequence_number, header.timestamp, keyframe, now)
         if producer.consumers:
             self.node.dataplane.forward(producer, data, header, keyframe, now)
+            if producer.red is not None and producer.red.consumers:
+                self._forward_red(
+                    producer.red, data, header.payload_offset, header.padding_length,
+                    header.payload_type, header.sequence_number, header.timestamp, now,
+                )
         if self.tap is not None:
             self.tap.rtp(producer, data, now)
+
+    def _forward_red(
+        self, red: RedSource, data: bytes, offset: int, padding: int, pt: int, seq: int, ts: int, now: float
+    ) -> None:
+        """The RED copy of an Opus packet, to the consumers that take RED (edge/media/red.py)."""
+        if len(data) - padding <= offset:
+            return
+        packet = red.wrap(data, offset, padding, pt, seq, ts)
+        self.node.dataplane.forward(red, packet, RtpHeader.parse(packet), False, now)
 
     def _producer_packet(
         self, producer: Producer, data: bytes, seq: int, timestamp: int, keyframe: bool, now: float
@@ -502,6 +520,7 @@ class ViewerSession(Session):
         self._by_ssrc = {slot.ssrc: slot for slot in self.slots}
         self.cname = secrets.token_hex(8)
         self.qoe = ViewerQoe(self)
+        self.playout = PlayoutDelay(self.node.config.media.playout_delay_max_ms)
         self._burst_checked = 0.0
 
     def on_connected(self) -> None:
@@ -527,6 +546,11 @@ class ViewerSession(Session):
         consumer = Consumer(producer, slot, self.transport)
         slot.consumer = consumer
         producer.consumers.append(consumer)
+        red = self._red_source(slot, producer)
+        if red is not None:
+            # Sent the RED copy of the stream only (its PT is all this consumer maps).
+            consumer.pt_map = {red.payload_type: slot.red_pt}  # type: ignore[dict-item]
+            red.consumers.append(consumer)
         if producer.video:
             self.node.metrics.keyframe_requests.labels("join").inc()
         if consumer.selector is not None:
@@ -541,9 +565,23 @@ class ViewerSession(Session):
             producer.joining.append(consumer)
             producer.keyframes.request()
 
+    def _red_source(self, slot: ConsumerSlot, producer: Producer) -> RedSource | None:
+        """The producer's RED copy, for a slot that negotiated RED over an Opus producer."""
+        distance = self.node.config.media.audio_red_distance
+        if slot.red_pt is None or distance <= 0 or producer.video or producer.codec.name != "opus":
+            return None
+        if producer.red is None:
+            producer.red = RedSource(
+                producer, unused_payload_type(set(producer.codecs)), distance, producer.audio_level_id
+            )
+        return producer.red
+
     def detach(self, consumer: Consumer) -> None:
         consumer.closed = True
         consumer.leave_layers()
+        red = consumer.producer.red
+        if red is not None and consumer in red.consumers:
+            red.consumers.remove(consumer)
         if consumer in consumer.producer.joining:
             consumer.producer.joining.remove(consumer)
         if consumer in consumer.producer.consumers:
@@ -562,8 +600,32 @@ class ViewerSession(Session):
                 self.node.metrics.keyframe_requests.labels("waiting").inc()
                 consumer.request_keyframe()
         self.qoe.measure(consumers, now)
+        self._adjust_playout_delay(consumers, now)
         self._select_layers(now)
         self.qoe.assess(consumers, now)
+
+    def _adjust_playout_delay(self, consumers: list[Consumer], now: float) -> None:
+        """Ask a viewer that loses video packets to buffer long enough for repairs."""
+        video = [c for c in consumers if c.producer.video]
+        if not video:
+            return
+        loss = max(c.loss for c in video)
+        rtts = [c.rtt for c in video if c.rtt is not None]
+        if not self.playout.update(loss, max(rtts) if rtts else None, now):
+            return
+        value = self.playout.extension_value()
+        if value is None:
+            return
+        for slot in self.slots:
+            if slot.kind == "video":
+                slot.set_playout_delay(value)
+        log.info(
+            "viewer_playout_delay",
+            session=self.id,
+            min_ms=self.playout.min_ms,
+            loss=round(loss, 3),
+            rtt_ms=None if not rtts else round(max(rtts) * 1000),
+        )
 
     # simulcast layer choice -------------------------------------------------------
 

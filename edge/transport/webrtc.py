@@ -46,7 +46,7 @@ from aiortc import (
 )
 from aiortc.codecs import CODECS
 from aiortc.rtcpeerconnection import is_codec_compatible  # noqa: F401  (pinned API probe)
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ..errors import InvalidStateError, NegotiationError
@@ -62,6 +62,9 @@ from .udpmux import UdpMux
 EXT_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 EXT_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 EXT_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+# Lets a sender set the receiver's playout delay (min/max, 10 ms units): the
+# node raises a lossy viewer's minimum so NACK repairs land before playout.
+EXT_PLAYOUT_DELAY = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
 EXT_TRANSPORT_CC = (
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 )
@@ -210,6 +213,36 @@ def _codec_infos(codecs: list[RTCRtpCodecParameters]) -> list[CodecInfo]:
 # --- aiortc glue ----------------------------------------------------------------
 
 
+def _accept_red(transceiver: Any, offered: Any) -> None:
+    """Add the offered ``red/48000/2`` (RFC 2198 over Opus) to an audio transceiver's
+    negotiated codecs, right after Opus; aiortc itself knows no RED."""
+    codecs = transceiver._codecs
+    opus = next((c for c in codecs if c.mimeType.lower() == "audio/opus"), None)
+    if opus is None or any(c.mimeType.lower() == "audio/red" for c in codecs):
+        return
+    for c in offered.rtp.codecs:
+        if c.mimeType.lower() == "audio/red" and c.clockRate == 48000:
+            red = RTCRtpCodecParameters(
+                mimeType="audio/red",
+                clockRate=48000,
+                channels=2,
+                payloadType=c.payloadType,
+                parameters={f"{opus.payloadType}/{opus.payloadType}": None},
+            )
+            codecs.insert(codecs.index(opus) + 1, red)
+            return
+
+
+def _accept_extension(transceiver: Any, offered: Any, uri: str) -> None:
+    """Answer a header extension aiortc does not know, with the offer's id."""
+    if any(e.uri == uri for e in transceiver._headerExtensions):
+        return
+    for e in offered.rtp.headerExtensions:
+        if e.uri == uri:
+            transceiver._headerExtensions.append(RTCRtpHeaderExtensionParameters(id=e.id, uri=uri))
+            return
+
+
 async def _never_start(*_args: Any, **_kwargs: Any) -> None:
     """Replaces RTCRtpSender.send / RTCRtpReceiver.receive: the node moves RTP itself."""
 
@@ -322,8 +355,15 @@ class WebRtcTransport:
     def data_channel_offered(self) -> bool:
         return any(m.kind == "application" for m in self._remote_sdp().media)
 
-    async def answer(self, offer_sdp: str, *, send: bool) -> str:
-        """Answer an offer. ``send`` = the node sends media (WHEP), else receives (WHIP)."""
+    async def answer(
+        self, offer_sdp: str, *, send: bool, audio_red: bool = False, playout_delay: bool = False
+    ) -> str:
+        """Answer an offer. ``send`` = the node sends media (WHEP), else receives (WHIP).
+
+        For WHEP, ``audio_red`` accepts an offered ``red/48000/2`` over Opus
+        (edge/media/red.py) and ``playout_delay`` the playout-delay extension
+        on video (edge/media/playout.py), when the viewer offers them.
+        """
         try:
             parsed = SessionDescription.parse(offer_sdp)
         except Exception as exc:  # aiortc's parser raises assorted errors
@@ -362,6 +402,12 @@ class WebRtcTransport:
             raise NegotiationError(f"cannot apply the SDP offer: {message}") from None
         for t in self.pc.getTransceivers():
             t.direction = "sendonly" if send else "recvonly"
+            if send:
+                offered = parsed.media[t._get_mline_index()]
+                if audio_red and t.kind == "audio":
+                    _accept_red(t, offered)
+                if playout_delay and t.kind == "video":
+                    _accept_extension(t, offered, EXT_PLAYOUT_DELAY)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self.sections = self._collect_sections(simulcast)
         self._ufrag = parsed.media[0].ice.usernameFragment or ""

@@ -25,6 +25,7 @@ from edge.media.producer import Producer
 from edge.transport.webrtc import (
     EXT_ABS_SEND_TIME,
     EXT_AUDIO_LEVEL,
+    EXT_PLAYOUT_DELAY,
     EXT_MID,
     CodecInfo,
     MediaSection,
@@ -139,6 +140,7 @@ def section(
     mid_id: int | None = None,
     ast_id: int | None = None,
     level_id: int | None = None,
+    pd_id: int | None = None,
 ) -> MediaSection:
     name, rate, channels = CODECS[kind]
     extensions: dict[str, int] = {}
@@ -148,6 +150,8 @@ def section(
         extensions[EXT_ABS_SEND_TIME] = ast_id
     if level_id:
         extensions[EXT_AUDIO_LEVEL] = level_id
+    if pd_id:
+        extensions[EXT_PLAYOUT_DELAY] = pd_id
     return MediaSection(
         mid=mid,
         kind=kind,
@@ -197,6 +201,7 @@ class SlotSpec:
     profile: int
     key: bytes
     pt_map: dict[int, int] | None  # None: what payload_type_map() computes
+    pd_id: int | None = None  # the playout-delay extension's id, if negotiated
 
 
 def attach(producer: Producer, slot: ConsumerSlot, transport: Any, pt_map: dict[int, int] | None) -> Consumer:
@@ -238,6 +243,7 @@ class Rig:
                 mid_id=spec.mid_id,
                 ast_id=spec.ast_id,
                 level_id=spec.level_id,
+                pd_id=spec.pd_id,
             )
             self.slots.append(ConsumerSlot(StandInViewer(), sec, spec.ring))  # type: ignore[arg-type]
 

@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from pylibsrtp import Error as SrtpLibError
 
 from edge.media.dataplane import PythonDataPlane
+from edge.media.playout import encode_playout_delay
 from edge.media.rtp import RtpHeader, serialize_extensions
 
 from .rig import KEY_LENGTHS, PROFILES_FOR_TESTS, Rig, SlotSpec, make_producer
@@ -62,6 +63,7 @@ def slot_specs(draw: st.DrawFn, kind: str, producer_pts: list[int]) -> SlotSpec:
         profile=profile,
         key=draw(st.binary(min_size=KEY_LENGTHS[profile], max_size=KEY_LENGTHS[profile])),
         pt_map=pt_map,
+        pd_id=draw(ext_ids),
     )
 
 
@@ -98,7 +100,7 @@ nack_op = st.tuples(
     st.lists(st.one_of(st.integers(0, 40), st.integers(0, 40), st.integers(-70000, 70000)), min_size=1, max_size=20),
 )
 
-OP_KINDS = ["forward"] * 12 + ["nack"] * 2 + ["move", "switch", "close"]
+OP_KINDS = ["forward"] * 12 + ["nack"] * 2 + ["move", "switch", "close", "playout"]
 
 
 @st.composite
@@ -110,6 +112,8 @@ def operation(draw: st.DrawFn) -> tuple:
         return draw(nack_op)
     if kind == "move":
         return ("move", draw(st.integers(0, 4)), draw(st.integers(0, 1)))
+    if kind == "playout":
+        return ("playout", draw(st.integers(0, 4)), draw(st.integers(0, 409)) * 10)
     return (kind, draw(st.integers(0, 4)))
 
 
@@ -207,6 +211,9 @@ def execute(plane: Any, sc: dict[str, Any], parsed_forward: bool = False) -> tup
                 result = None
             elif kind == "close":
                 rig.transports[op[1] % n_slots].closed = True
+                result = None
+            elif kind == "playout":
+                rig.slots[op[1] % n_slots].set_playout_delay(encode_playout_delay(op[2], 10_000))
                 result = None
             else:  # nack
                 slot = rig.slots[op[1] % n_slots]

@@ -1,0 +1,104 @@
+"""Per-viewer playout delay: buffer long enough for NACK repairs on lossy links.
+
+A viewer that loses a video packet NACKs it and gets it back one round trip
+later (more if the NACK or the repair is lost too: browsers retry about every
+max(RTT, 100 ms)). A frame that waits for its repair is shown late; a browser
+whose jitter buffer is shorter than that wait counts a freeze (WebRTC stats:
+an inter-frame gap over max(3 x the mean, mean + 150 ms)). On a 3G link
+(150 ms RTT, 2 % loss) that is a freeze per lost packet.
+
+The RTP playout-delay extension (http://www.webrtc.org/experiments/rtp-hdrext/
+playout-delay: 12-bit min and max, 10 ms units) lets the sender raise the
+receiver's minimum playout delay. ``PlayoutDelay`` decides, per viewer, from
+its loss and round-trip time, the minimum that covers a repair and one retry:
+
+    needed = 2 x max(RTT, 100 ms) + 150 ms        (while the viewer loses packets)
+
+capped at ``media.playout_delay_max_ms``. It rises at once and falls only
+after ``release_after`` seconds without loss, so a link that loses now and
+then does not make the picture's latency see-saw. A clean viewer is never
+asked for anything: its packets carry no extension and its latency is the
+browser's own minimum. The value is sticky at the browser (the last one
+received holds), and the node sends it on every video packet once engaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Loss (fraction of packets NACKed or reported lost) above which a viewer is
+# "losing packets": below it, a repair now and then does not justify latency.
+LOSS_THRESHOLD = 0.01
+# Browsers re-NACK a packet every max(RTT, this) (libwebrtc's default RTT when
+# a receive-only peer has no measurement).
+RETRY_FLOOR_S = 0.1
+MARGIN_S = 0.15
+# The max the node sends: the browsers' own default ceiling (10 s), so that the
+# extension only raises the floor and never limits their jitter buffer.
+MAX_DELAY_MS = 10_000
+STEP_MS = 10
+
+
+@dataclass(slots=True)
+class PlayoutDelay:
+    ceiling_ms: int  # media.playout_delay_max_ms; 0 = disabled
+    release_after: float = 10.0  # seconds without loss before the delay falls
+    min_ms: int = 0  # what the viewer is asked for now
+    engaged: bool = False  # any value sent yet (from then on every video packet carries one)
+    _clean_since: float | None = None
+    changes: int = 0
+
+    def needed_ms(self, loss: float, rtt: float | None) -> int:
+        if loss < LOSS_THRESHOLD:
+            return 0
+        retry = max(rtt or 0.0, RETRY_FLOOR_S)
+        ms = int((2 * retry + MARGIN_S) * 1000)
+        ms = -(-ms // STEP_MS) * STEP_MS  # up to the extension's 10 ms unit
+        return min(ms, self.ceiling_ms)
+
+    def update(self, loss: float, rtt: float | None, now: float) -> bool:
+        """Judge the viewer's link now; True when the minimum to ask for changed."""
+        if self.ceiling_ms <= 0:
+            return False
+        needed = self.needed_ms(loss, rtt)
+        if needed > self.min_ms:
+            self._clean_since = None
+            return self._set(needed)
+        if needed == self.min_ms:
+            self._clean_since = None
+            return False
+        # Lower than now: only after a while without needing it.
+        if self._clean_since is None:
+            self._clean_since = now
+            return False
+        if now - self._clean_since >= self.release_after:
+            self._clean_since = None
+            return self._set(needed)
+        return False
+
+    def _set(self, ms: int) -> bool:
+        self.min_ms = ms
+        self.engaged = True
+        self.changes += 1
+        return True
+
+    def extension_value(self) -> bytes | None:
+        """The extension's 3 bytes (min, max in 10 ms units), or None while never engaged."""
+        if not self.engaged:
+            return None
+        return encode_playout_delay(self.min_ms, MAX_DELAY_MS)
+
+
+def encode_playout_delay(min_ms: int, max_ms: int) -> bytes:
+    lo, hi = min_ms // STEP_MS, max_ms // STEP_MS
+    if not (0 <= lo <= 0xFFF and 0 <= hi <= 0xFFF and lo <= hi):
+        raise ValueError("playout delay out of the extension's range")
+    return ((lo << 12) | hi).to_bytes(3, "big")
+
+
+def decode_playout_delay(value: bytes) -> tuple[int, int]:
+    """(min_ms, max_ms) of an extension value."""
+    if len(value) != 3:
+        raise ValueError("a playout-delay value is 3 bytes")
+    word = int.from_bytes(value, "big")
+    return (word >> 12) * STEP_MS, (word & 0xFFF) * STEP_MS
