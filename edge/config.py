@@ -60,6 +60,8 @@ class MediaConfig:
     # Ceiling of the playout delay the node asks of a viewer on a lossy link
     # (edge/media/playout.py), in ms; 0 = never ask (lowest latency, more freezes).
     playout_delay_max_ms: int = 800
+    # What every new viewer is asked for until its link proves clean (then 0).
+    playout_delay_start_ms: int = 350
 
 
 @dataclass(slots=True)
@@ -195,6 +197,10 @@ def load_config(
     if not 0 <= config.media.playout_delay_max_ms <= 4000:
         raise ConfigError(
             f"[media] playout_delay_max_ms must be 0-4000, got {config.media.playout_delay_max_ms}"
+        )
+    if not 0 <= config.media.playout_delay_start_ms <= 4000:
+        raise ConfigError(
+            f"[media] playout_delay_start_ms must be 0-4000, got {config.media.playout_delay_start_ms}"
         )
     if not 0 <= config.media.udp_port <= 65535:
         raise ConfigError(f"[media] udp_port must be 0-65535, got {config.media.udp_port}")

@@ -394,26 +394,30 @@ PLAYOUT_DELAY_ID = 12
 EXT_PLAYOUT_DELAY = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
 
 
-def with_browser_extras(sdp: str) -> str:
-    """An aiortc offer with Chromium's RED (``a=rtpmap:63 red/48000/2``, over
-    Opus) on audio m-lines and the playout-delay extension on video m-lines."""
+def with_browser_extras(sdp: str, opus_pt: int = 111) -> str:
+    """An aiortc offer made to look like Chromium's: Opus renumbered to
+    ``opus_pt`` (aiortc's publisher uses 96, so a node that forwarded the
+    publisher's PT would show), RED over it (``a=rtpmap:63 red/48000/2``) on
+    audio m-lines, and the playout-delay extension on video m-lines."""
+    lines = sdp.split("\r\n")
+    ours = next(x[9:].split(" ", 1)[0] for x in lines if x.startswith("a=rtpmap:") and "opus/48000" in x)
     out: list[str] = []
     kind = ""
-    opus = None
-    for line in sdp.split("\r\n"):
+    for line in lines:
         if line.startswith("m="):
             kind = line[2:].split(" ", 1)[0]
             if kind == "audio":
-                line += f" {RED_PT}"
-        if kind == "audio" and line.startswith("a=rtpmap:") and "opus/48000" in line:
-            opus = line[9:].split(" ", 1)[0]
-            out.append(line)
-            out.append(f"a=rtpmap:{RED_PT} red/48000/2")
-            out.append(f"a=fmtp:{RED_PT} {opus}/{opus}")
-            continue
+                fields = line.split(" ")
+                line = " ".join([*fields[:3], *(str(opus_pt) if f == ours else f for f in fields[3:]), str(RED_PT)])
+        if kind == "audio":
+            for prefix in ("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"):
+                if line.startswith(f"{prefix}{ours} "):
+                    line = f"{prefix}{opus_pt} " + line.split(" ", 1)[1]
+            if line.startswith(f"a=rtpmap:{opus_pt} "):
+                out += [line, f"a=rtpmap:{RED_PT} red/48000/2", f"a=fmtp:{RED_PT} {opus_pt}/{opus_pt}"]
+                continue
         if kind == "video" and line.startswith("a=mid:"):
-            out.append(line)
-            out.append(f"a=extmap:{PLAYOUT_DELAY_ID} {EXT_PLAYOUT_DELAY}")
+            out += [line, f"a=extmap:{PLAYOUT_DELAY_ID} {EXT_PLAYOUT_DELAY}"]
             continue
         out.append(line)
     return "\r\n".join(out)

@@ -14,12 +14,19 @@ its loss and round-trip time, the minimum that covers a repair and one retry:
 
     needed = 2 x max(RTT, 100 ms) + 150 ms        (while the viewer loses packets)
 
-capped at ``media.playout_delay_max_ms``. It rises at once and falls only
-after ``release_after`` seconds without loss, so a link that loses now and
-then does not make the picture's latency see-saw. A clean viewer is never
-asked for anything: its packets carry no extension and its latency is the
-browser's own minimum. The value is sticky at the browser (the last one
-received holds), and the node sends it on every video packet once engaged.
+capped at ``media.playout_delay_max_ms``. It rises at once (on the viewer's
+first NACK, not only at the next tick) and falls only after
+``release_after`` seconds without loss, so a link that loses now and then
+does not make the picture's latency see-saw.
+
+A new viewer starts at ``media.playout_delay_start_ms`` (default 350 ms, a
+repair and a retry at a short RTT): its first loss comes before any report of
+it, and on a lossy link that first freeze is already too many (the issue's
+10 %-loss profile allows 0.3 s of freezes in 15 s). After ``release_after``
+clean seconds it falls to zero: a clean viewer ends at the browser's own
+minimum latency. With ``playout_delay_start_ms = 0`` a viewer starts with no
+extension at all. The value is sticky at the browser (the last one received
+holds), and the node sends it on every video packet once engaged.
 """
 
 from __future__ import annotations
@@ -42,11 +49,20 @@ STEP_MS = 10
 @dataclass(slots=True)
 class PlayoutDelay:
     ceiling_ms: int  # media.playout_delay_max_ms; 0 = disabled
+    start_ms: int = 0  # media.playout_delay_start_ms: asked of every new viewer
     release_after: float = 10.0  # seconds without loss before the delay falls
     min_ms: int = 0  # what the viewer is asked for now
     engaged: bool = False  # any value sent yet (from then on every video packet carries one)
     _clean_since: float | None = None
     changes: int = 0
+
+    def __post_init__(self) -> None:
+        # The first loss comes before any report of it: a viewer starts with a
+        # repair's worth of buffer, released after ``release_after`` clean seconds.
+        start = min(self.start_ms, self.ceiling_ms) // STEP_MS * STEP_MS
+        if start > 0:
+            self.min_ms = start
+            self.engaged = True
 
     def needed_ms(self, loss: float, rtt: float | None) -> int:
         if loss < LOSS_THRESHOLD:

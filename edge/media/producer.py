@@ -50,9 +50,9 @@ class Producer:
         self.audio_level_id = section.extensions.get(EXT_AUDIO_LEVEL)
         self.nack_enabled = "nack" in self.codec.feedback
         self.consumers: list["Consumer"] = []
-        # Audio: the RED copy of this stream for viewers that negotiated RED
-        # (edge/media/red.py); its consumers are also in ``consumers``.
-        self.red: "RedSource | None" = None
+        # Audio: the RED copies of this stream for viewers that negotiated RED,
+        # by their Opus PT (edge/media/red.py); their consumers are also in ``consumers``.
+        self.red: dict[int, "RedSource"] = {}
         # Consumers attached but not started yet: their join time is stamped
         # at the keyframe they start on.
         self.joining: list["Consumer"] = []

@@ -127,4 +127,6 @@ class ViewerQoe:
             self.viewer.node.quality_changed(self.viewer, quality, previous)
 
     def describe(self) -> dict[str, object]:
-        return dict(self.current) if self.current else {"level": "unknown", "at": time.time()}
+        out = dict(self.current) if self.current else {"level": "unknown", "at": time.time()}
+        out["playout_delay_ms"] = self.viewer.playout.min_ms  # changes between ticks (on NACKs)
+        return out

@@ -8,10 +8,11 @@ each Opus packet wrapped in RED with up to ``distance`` earlier payloads.
 With 30 % random loss, distance 2 leaves 0.3³ ≈ 2.7 % of frames missing
 instead of 30 %.
 
-One ``RedEncoder`` per audio producer builds the RED packet once per ingress
-packet (same sequence number, timestamp, SSRC and header extensions, payload
-type ``RedSource.payload_type``), and the data plane fans it out to the
-producer's RED consumers like any other packet: ``RedSource`` is a forwarding
+One ``RedSource`` per audio producer and viewer-side Opus payload type (the
+blocks name it, and browsers differ: Chromium 111, Firefox 109) builds the RED
+packet once per ingress packet (same sequence number, timestamp, SSRC and
+header extensions, payload type ``RedSource.payload_type``), and the data
+plane fans it out to that source's consumers like any other packet: ``RedSource`` is a forwarding
 group (``consumers``, ``video``, ``audio_level_id``) as a simulcast Layer is,
 so both planes send RED without knowing about it. Consumers of the producer
 that did not negotiate RED get the plain packet, as before.
@@ -121,9 +122,14 @@ class RedSource:
 
     video = False
 
-    def __init__(self, producer: object, payload_type: int, distance: int, audio_level_id: int | None) -> None:
+    def __init__(
+        self, producer: object, payload_type: int, opus_pt: int, distance: int, audio_level_id: int | None
+    ) -> None:
         self.producer = producer
         self.payload_type = payload_type  # the node's own PT for the RED packets it builds
+        # The viewers' Opus PT, named inside each block (the browser decodes the
+        # blocks by it): one RedSource per Opus PT the producer's viewers use.
+        self.opus_pt = opus_pt
         self.encoder = RedEncoder(distance)
         self.audio_level_id = audio_level_id
         self.consumers: list["Consumer"] = []
@@ -133,11 +139,11 @@ class RedSource:
     def closed(self) -> bool:
         return bool(getattr(self.producer, "closed", False))
 
-    def wrap(self, data: bytes, payload_offset: int, padding: int, payload_type: int, seq: int, timestamp: int) -> bytes:
+    def wrap(self, data: bytes, payload_offset: int, padding: int, seq: int, timestamp: int) -> bytes:
         """The RED packet of ingress packet ``data``: its header (extensions
         included) with this source's PT, and the RED payload."""
         primary = data[payload_offset : len(data) - padding]
-        red = self.encoder.encode(payload_type, seq, timestamp, primary)
+        red = self.encoder.encode(self.opus_pt, seq, timestamp, primary)
         header = bytearray(data[:payload_offset])
         header[0] &= 0xDF  # no padding any more
         header[1] = (header[1] & 0x80) | self.payload_type

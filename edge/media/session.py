@@ -23,7 +23,7 @@ from .consumer import NACK_BUDGET_PER_SECOND, Consumer, ConsumerSlot
 from .producer import Producer
 from .nack import NackTracker
 from .retransmit import buffer_size
-from .playout import PlayoutDelay
+from .playout import LOSS_THRESHOLD, PlayoutDelay
 from .qoe import ViewerQoe
 from .red import RedSource, unused_payload_type
 from .simulcast import Layer
@@ -227,8 +227,9 @@ class PublisherSession(Session):
                 self._producer_packet(producer, data, parsed[4], parsed[5], parsed[13], now)
                 if producer.consumers:
                     self.node.dataplane.forward_parsed(producer, data, parsed, now)
-                    if producer.red is not None and producer.red.consumers:
-                        self._forward_red(producer.red, data, parsed[0], parsed[1], payload_type, parsed[4], parsed[5], now)
+                    for red in producer.red.values():
+                        if red.consumers:
+                            self._forward_red(red, data, parsed[0], parsed[1], parsed[4], parsed[5], now)
                 if self.tap is not None:
                     self.tap.rtp(producer, data, now)
                 return
@@ -278,21 +279,22 @@ class PublisherSession(Session):
         self._producer_packet(producer, data, header.sequence_number, header.timestamp, keyframe, now)
         if producer.consumers:
             self.node.dataplane.forward(producer, data, header, keyframe, now)
-            if producer.red is not None and producer.red.consumers:
-                self._forward_red(
-                    producer.red, data, header.payload_offset, header.padding_length,
-                    header.payload_type, header.sequence_number, header.timestamp, now,
-                )
+            for red in producer.red.values():
+                if red.consumers:
+                    self._forward_red(
+                        red, data, header.payload_offset, header.padding_length,
+                        header.sequence_number, header.timestamp, now,
+                    )
         if self.tap is not None:
             self.tap.rtp(producer, data, now)
 
     def _forward_red(
-        self, red: RedSource, data: bytes, offset: int, padding: int, pt: int, seq: int, ts: int, now: float
+        self, red: RedSource, data: bytes, offset: int, padding: int, seq: int, ts: int, now: float
     ) -> None:
         """The RED copy of an Opus packet, to the consumers that take RED (edge/media/red.py)."""
         if len(data) - padding <= offset:
             return
-        packet = red.wrap(data, offset, padding, pt, seq, ts)
+        packet = red.wrap(data, offset, padding, seq, ts)
         self.node.dataplane.forward(red, packet, RtpHeader.parse(packet), False, now)
 
     def _producer_packet(
@@ -520,7 +522,9 @@ class ViewerSession(Session):
         self._by_ssrc = {slot.ssrc: slot for slot in self.slots}
         self.cname = secrets.token_hex(8)
         self.qoe = ViewerQoe(self)
-        self.playout = PlayoutDelay(self.node.config.media.playout_delay_max_ms)
+        media = self.node.config.media
+        self.playout = PlayoutDelay(media.playout_delay_max_ms, media.playout_delay_start_ms)
+        self._apply_playout_delay()
         self._burst_checked = 0.0
 
     def on_connected(self) -> None:
@@ -546,7 +550,7 @@ class ViewerSession(Session):
         consumer = Consumer(producer, slot, self.transport)
         slot.consumer = consumer
         producer.consumers.append(consumer)
-        red = self._red_source(slot, producer)
+        red = self._red_source(slot, producer, consumer.pt_map)
         if red is not None:
             # Sent the RED copy of the stream only (its PT is all this consumer maps).
             consumer.pt_map = {red.payload_type: slot.red_pt}  # type: ignore[dict-item]
@@ -565,23 +569,28 @@ class ViewerSession(Session):
             producer.joining.append(consumer)
             producer.keyframes.request()
 
-    def _red_source(self, slot: ConsumerSlot, producer: Producer) -> RedSource | None:
-        """The producer's RED copy, for a slot that negotiated RED over an Opus producer."""
+    def _red_source(self, slot: ConsumerSlot, producer: Producer, pt_map: dict[int, int]) -> RedSource | None:
+        """The producer's RED copy for this slot's Opus PT, when the slot negotiated RED
+        and the producer sends Opus."""
         distance = self.node.config.media.audio_red_distance
         if slot.red_pt is None or distance <= 0 or producer.video or producer.codec.name != "opus":
             return None
-        if producer.red is None:
-            producer.red = RedSource(
-                producer, unused_payload_type(set(producer.codecs)), distance, producer.audio_level_id
+        opus_pt = pt_map.get(producer.codec.payload_type)
+        if opus_pt is None:
+            return None
+        red = producer.red.get(opus_pt)
+        if red is None:
+            red = producer.red[opus_pt] = RedSource(
+                producer, unused_payload_type(set(producer.codecs)), opus_pt, distance, producer.audio_level_id
             )
-        return producer.red
+        return red
 
     def detach(self, consumer: Consumer) -> None:
         consumer.closed = True
         consumer.leave_layers()
-        red = consumer.producer.red
-        if red is not None and consumer in red.consumers:
-            red.consumers.remove(consumer)
+        for red in consumer.producer.red.values():
+            if consumer in red.consumers:
+                red.consumers.remove(consumer)
         if consumer in consumer.producer.joining:
             consumer.producer.joining.remove(consumer)
         if consumer in consumer.producer.consumers:
@@ -604,21 +613,19 @@ class ViewerSession(Session):
         self._select_layers(now)
         self.qoe.assess(consumers, now)
 
-    def _adjust_playout_delay(self, consumers: list[Consumer], now: float) -> None:
-        """Ask a viewer that loses video packets to buffer long enough for repairs."""
+    def _adjust_playout_delay(self, consumers: list[Consumer], now: float, *, nacked: bool = False) -> None:
+        """Ask a viewer that loses video packets to buffer long enough for repairs.
+        ``nacked``: called on a NACK, which is loss whatever the last tick measured."""
         video = [c for c in consumers if c.producer.video]
         if not video:
             return
         loss = max(c.loss for c in video)
+        if nacked:
+            loss = max(loss, LOSS_THRESHOLD)
         rtts = [c.rtt for c in video if c.rtt is not None]
         if not self.playout.update(loss, max(rtts) if rtts else None, now):
             return
-        value = self.playout.extension_value()
-        if value is None:
-            return
-        for slot in self.slots:
-            if slot.kind == "video":
-                slot.set_playout_delay(value)
+        self._apply_playout_delay()
         log.info(
             "viewer_playout_delay",
             session=self.id,
@@ -626,6 +633,20 @@ class ViewerSession(Session):
             loss=round(loss, 3),
             rtt_ms=None if not rtts else round(max(rtts) * 1000),
         )
+
+    def _apply_playout_delay(self) -> None:
+        value = self.playout.extension_value()
+        if value is None:
+            return
+        for slot in self.slots:
+            if slot.kind == "video":
+                slot.set_playout_delay(value)
+
+    def _nacked(self) -> None:
+        """The viewer NACKed: it loses packets now (playout delay), maybe a burst (layers)."""
+        consumers = [slot.consumer for slot in self.slots if slot.consumer is not None]
+        self._adjust_playout_delay(consumers, time.time(), nacked=True)
+        self._check_loss_burst()
 
     # simulcast layer choice -------------------------------------------------------
 
@@ -697,7 +718,7 @@ class ViewerSession(Session):
             metrics.nack_served.inc(outcome.served)
             metrics.nack_missed.inc(outcome.missed)
             if outcome.received:
-                self._check_loss_burst()
+                self._nacked()
             if not outcome.others:
                 return
             natively = True
@@ -725,8 +746,8 @@ class ViewerSession(Session):
                 metrics.nack_served.inc(served)
                 if served < len(asked):
                     metrics.nack_missed.inc(len(asked) - served)
-                if consumer.selector is not None:
-                    self._check_loss_burst()
+                if consumer.producer.video:
+                    self._nacked()
             elif isinstance(packet, rtcp.Pli):
                 self._keyframe_wanted(packet.media_ssrc, "viewer_pli")
             elif isinstance(packet, rtcp.Fir):

@@ -34,6 +34,7 @@ async def test_red_viewer_gets_each_opus_frame_with_the_two_before(plane_node: N
         assert (await viewer.start()).status_code == 201
     try:
         opus = _opus_pt(red.answer_sdp)
+        assert opus == 111 and _opus_pt(pub.pc.localDescription.sdp) != opus
         assert f"a=rtpmap:{RED_PT} red/48000/2" in red.answer_sdp
         assert f"a=fmtp:{RED_PT} {opus}/{opus}" in red.answer_sdp
         assert "red/48000" not in plain.answer_sdp

@@ -62,3 +62,15 @@ def test_extension_encoding() -> None:
         encode_playout_delay(50_000, 10_000)
     with pytest.raises(ValueError):
         decode_playout_delay(b"\x00\x00")
+
+
+def test_a_new_viewer_starts_with_the_start_delay_and_a_clean_one_loses_it() -> None:
+    p = PlayoutDelay(800, start_ms=355, release_after=10.0)
+    assert p.min_ms == 350  # whole 10 ms units
+    assert decode_playout_delay(p.extension_value()) == (350, 10_000)  # type: ignore[arg-type]
+    assert not p.update(0.0, 0.01, 0.0)
+    assert not p.update(0.0, 0.01, 9.9)
+    assert p.update(0.0, 0.01, 10.0) and p.min_ms == 0
+    # capped by the ceiling, off with it
+    assert PlayoutDelay(200, start_ms=350).min_ms == 200
+    assert PlayoutDelay(0, start_ms=350).extension_value() is None

@@ -100,13 +100,15 @@ def test_source_wraps_a_packet_keeping_its_header_and_extensions() -> None:
         marker=True, payload_type=111, sequence_number=7, timestamp=6720, ssrc=99,
         extension_block=ext, payload=b"opus!",
     )
-    source = RedSource(object(), 63, 1, audio_level_id=1)
+    # The viewer's Opus PT (109) names the blocks, whatever the publisher's (111).
+    source = RedSource(object(), 63, 109, 1, audio_level_id=1)
     header = RtpHeader.parse(original)
-    wrapped = source.wrap(original, header.payload_offset, 0, 111, 7, 6720)
+    wrapped = source.wrap(original, header.payload_offset, 0, 7, 6720)
     h = RtpHeader.parse(wrapped)
     assert (h.payload_type, h.sequence_number, h.timestamp, h.ssrc, h.marker) == (63, 7, 6720, 99, True)
     assert h.extensions == header.extensions
-    assert decode_red(wrapped[h.payload_offset :], 6720)[-1].payload == b"opus!"
+    blocks = decode_red(wrapped[h.payload_offset :], 6720)
+    assert blocks[-1].payload == b"opus!" and blocks[-1].payload_type == 109
 
 
 def test_unused_payload_type_avoids_the_producers() -> None:
