@@ -28,6 +28,7 @@ from .rtp import serialize_extensions
 
 if TYPE_CHECKING:
     from .producer import Producer
+    from .red import RedSource
     from .session import ViewerSession
 
 _ids = itertools.count(1)
@@ -135,6 +136,7 @@ class Consumer:
         "nack_ratio",
         "attached_at",
         "quality",
+        "red",
         "closed",
     )
 
@@ -176,6 +178,7 @@ class Consumer:
         self.nack_ratio = 0.0
         self.attached_at = time.time()
         self.quality: dict[str, object] = {}
+        self.red: "RedSource | None" = None  # audio sent as RED, from this source (edge/media/red.py)
         self.closed = False
 
     @property

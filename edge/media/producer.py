@@ -51,8 +51,9 @@ class Producer:
         self.nack_enabled = "nack" in self.codec.feedback
         self.consumers: list["Consumer"] = []
         # Audio: the RED copies of this stream for viewers that negotiated RED,
-        # by their Opus PT (edge/media/red.py); their consumers are also in ``consumers``.
-        self.red: dict[int, "RedSource"] = {}
+        # by (their Opus PT, redundancy distance) (edge/media/red.py); their
+        # consumers are also in ``consumers``.
+        self.red: dict[tuple[int, int], "RedSource"] = {}
         # Consumers attached but not started yet: their join time is stamped
         # at the keyframe they start on.
         self.joining: list["Consumer"] = []

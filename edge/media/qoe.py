@@ -117,6 +117,7 @@ class ViewerQoe:
             "join_ms": self.join_ms,
             "layer_switches": sum(c.layer_switches for c in consumers),
             "playout_delay_ms": self.viewer.playout.min_ms,
+            "audio_red_distance": self.viewer.red_policy.distance,
         }
         previous = self.current
         self.current = quality
@@ -128,5 +129,7 @@ class ViewerQoe:
 
     def describe(self) -> dict[str, object]:
         out = dict(self.current) if self.current else {"level": "unknown", "at": time.time()}
-        out["playout_delay_ms"] = self.viewer.playout.min_ms  # changes between ticks (on NACKs)
+        # These change between ticks (on NACKs).
+        out["playout_delay_ms"] = self.viewer.playout.min_ms
+        out["audio_red_distance"] = self.viewer.red_policy.distance
         return out

@@ -8,6 +8,13 @@ each Opus packet wrapped in RED with up to ``distance`` earlier payloads.
 With 30 % random loss, distance 2 leaves 0.3³ ≈ 2.7 % of frames missing
 instead of 30 %.
 
+Redundancy costs bandwidth (distance 2 triples the audio bit rate), so the
+distance is chosen per viewer from its loss (``RedPolicy``): 0 on a clean link
+(a RED packet with the primary block only), 1 with some loss, 2 (at most
+``media.audio_red_distance``) with heavy loss. A viewer moves between the
+producer's RedSources of different distances; all of them send the same
+payload type, sequence numbers and timestamps, so a move is seamless.
+
 One ``RedSource`` per audio producer and viewer-side Opus payload type (the
 blocks name it, and browsers differ: Chromium 111, Firefox 109) builds the RED
 packet once per ingress packet (same sequence number, timestamp, SSRC and
@@ -97,10 +104,10 @@ class RedEncoder:
     source) simply leaves the old payloads out."""
 
     def __init__(self, distance: int) -> None:
-        if not 0 < distance <= MAX_DISTANCE:
-            raise ValueError(f"RED distance must be 1..{MAX_DISTANCE}")
+        if not 0 <= distance <= MAX_DISTANCE:
+            raise ValueError(f"RED distance must be 0..{MAX_DISTANCE}")
         self.distance = distance
-        self._history: deque[tuple[int, int, bytes]] = deque(maxlen=distance)  # (seq, ts, payload)
+        self._history: deque[tuple[int, int, bytes]] = deque(maxlen=max(1, distance))  # (seq, ts, payload)
 
     def encode(self, primary_pt: int, seq: int, timestamp: int, primary: bytes) -> bytes:
         redundant: list[tuple[int, bytes]] = []
@@ -112,7 +119,7 @@ class RedEncoder:
             if 0 < behind <= self.distance and 0 < offset <= MAX_TIMESTAMP_OFFSET and len(payload) <= MAX_BLOCK_LENGTH:
                 redundant.append((ts, payload))
         newest = self._history[-1][0] if self._history else None
-        if newest is None or 0 < ((seq - newest) & 0xFFFF) < 0x8000:
+        if self.distance and (newest is None or 0 < ((seq - newest) & 0xFFFF) < 0x8000):
             self._history.append((seq, timestamp, primary))
         return encode_red(primary_pt, timestamp, primary, redundant)
 
@@ -149,6 +156,45 @@ class RedSource:
         header[1] = (header[1] & 0x80) | self.payload_type
         self.packets += 1
         return bytes(header) + red
+
+
+# Loss (fraction) from which a viewer gets one redundant block, and two.
+LOSS_FOR_ONE = 0.01
+LOSS_FOR_TWO = 0.08
+
+
+class RedPolicy:
+    """How many earlier frames a viewer's RED audio carries, from its loss. Rises at
+    once; falls after ``release_after`` seconds of needing less."""
+
+    __slots__ = ("max_distance", "distance", "release_after", "_less_since")
+
+    def __init__(self, max_distance: int, start: int = 1, release_after: float = 10.0) -> None:
+        self.max_distance = max_distance
+        self.distance = min(start, max_distance)
+        self.release_after = release_after
+        self._less_since: float | None = None
+
+    def needed(self, loss: float) -> int:
+        wanted = 2 if loss >= LOSS_FOR_TWO else 1 if loss >= LOSS_FOR_ONE else 0
+        return min(wanted, self.max_distance)
+
+    def update(self, loss: float, now: float) -> bool:
+        """True when the distance changed."""
+        wanted = self.needed(loss)
+        if wanted >= self.distance:
+            self._less_since = None
+            if wanted == self.distance:
+                return False
+            self.distance = wanted
+            return True
+        if self._less_since is None:
+            self._less_since = now
+        if now - self._less_since < self.release_after:
+            return False
+        self._less_since = None
+        self.distance = wanted
+        return True
 
 
 def unused_payload_type(taken: set[int]) -> int:

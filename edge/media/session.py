@@ -25,7 +25,7 @@ from .nack import NackTracker
 from .retransmit import buffer_size
 from .playout import LOSS_THRESHOLD, PlayoutDelay
 from .qoe import ViewerQoe
-from .red import RedSource, unused_payload_type
+from .red import LOSS_FOR_ONE, RedPolicy, RedSource, unused_payload_type
 from .simulcast import Layer
 from .rtp import RtpHeader, unwrap_rtx
 
@@ -512,6 +512,17 @@ class PublisherSession(Session):
         return out
 
 
+def _red_copy(producer: Producer, opus_pt: int, distance: int) -> RedSource:
+    red = producer.red.get((opus_pt, distance))
+    if red is None:
+        # One node-internal PT for all of a producer's RED copies: a consumer
+        # moving between distances keeps its payload-type map.
+        red = producer.red[(opus_pt, distance)] = RedSource(
+            producer, unused_payload_type(set(producer.codecs)), opus_pt, distance, producer.audio_level_id
+        )
+    return red
+
+
 class ViewerSession(Session):
     kind = "whep"
 
@@ -524,6 +535,7 @@ class ViewerSession(Session):
         self.qoe = ViewerQoe(self)
         media = self.node.config.media
         self.playout = PlayoutDelay(media.playout_delay_max_ms, media.playout_delay_start_ms)
+        self.red_policy = RedPolicy(media.audio_red_distance)
         self._apply_playout_delay()
         self._burst_checked = 0.0
 
@@ -550,11 +562,12 @@ class ViewerSession(Session):
         consumer = Consumer(producer, slot, self.transport)
         slot.consumer = consumer
         producer.consumers.append(consumer)
-        red = self._red_source(slot, producer, consumer.pt_map)
+        red = self._red_source(slot, producer, consumer.pt_map, self.red_policy.distance)
         if red is not None:
             # Sent the RED copy of the stream only (its PT is all this consumer maps).
             consumer.pt_map = {red.payload_type: slot.red_pt}  # type: ignore[dict-item]
             red.consumers.append(consumer)
+            consumer.red = red
         if producer.video:
             self.node.metrics.keyframe_requests.labels("join").inc()
         if consumer.selector is not None:
@@ -569,28 +582,43 @@ class ViewerSession(Session):
             producer.joining.append(consumer)
             producer.keyframes.request()
 
-    def _red_source(self, slot: ConsumerSlot, producer: Producer, pt_map: dict[int, int]) -> RedSource | None:
-        """The producer's RED copy for this slot's Opus PT, when the slot negotiated RED
-        and the producer sends Opus."""
-        distance = self.node.config.media.audio_red_distance
-        if slot.red_pt is None or distance <= 0 or producer.video or producer.codec.name != "opus":
+    def _red_source(
+        self, slot: ConsumerSlot, producer: Producer, pt_map: dict[int, int], distance: int
+    ) -> RedSource | None:
+        """The producer's RED copy for this slot's Opus PT at ``distance``, when the slot
+        negotiated RED and the producer sends Opus."""
+        if slot.red_pt is None or self.node.config.media.audio_red_distance <= 0:
+            return None
+        if producer.video or producer.codec.name != "opus":
             return None
         opus_pt = pt_map.get(producer.codec.payload_type)
-        if opus_pt is None:
-            return None
-        red = producer.red.get(opus_pt)
-        if red is None:
-            red = producer.red[opus_pt] = RedSource(
-                producer, unused_payload_type(set(producer.codecs)), opus_pt, distance, producer.audio_level_id
-            )
-        return red
+        return None if opus_pt is None else _red_copy(producer, opus_pt, distance)
+
+    def _adjust_red(self, consumers: list[Consumer], now: float, *, nacked: bool = False) -> None:
+        """Move this viewer's RED audio to the redundancy its loss calls for."""
+        loss = max((c.loss for c in consumers), default=0.0)
+        if nacked:
+            loss = max(loss, LOSS_FOR_ONE)
+        if not self.red_policy.update(loss, now):
+            return
+        for consumer in consumers:
+            old = consumer.red
+            if old is None:
+                continue
+            new = _red_copy(consumer.producer, old.opus_pt, self.red_policy.distance)
+            if new is old:
+                continue
+            if consumer in old.consumers:
+                old.consumers.remove(consumer)
+            new.consumers.append(consumer)
+            consumer.red = new
+        log.info("viewer_audio_red", session=self.id, distance=self.red_policy.distance, loss=round(loss, 3))
 
     def detach(self, consumer: Consumer) -> None:
         consumer.closed = True
         consumer.leave_layers()
-        for red in consumer.producer.red.values():
-            if consumer in red.consumers:
-                red.consumers.remove(consumer)
+        if consumer.red is not None and consumer in consumer.red.consumers:
+            consumer.red.consumers.remove(consumer)
         if consumer in consumer.producer.joining:
             consumer.producer.joining.remove(consumer)
         if consumer in consumer.producer.consumers:
@@ -610,6 +638,7 @@ class ViewerSession(Session):
                 consumer.request_keyframe()
         self.qoe.measure(consumers, now)
         self._adjust_playout_delay(consumers, now)
+        self._adjust_red(consumers, now)
         self._select_layers(now)
         self.qoe.assess(consumers, now)
 
@@ -645,7 +674,9 @@ class ViewerSession(Session):
     def _nacked(self) -> None:
         """The viewer NACKed: it loses packets now (playout delay), maybe a burst (layers)."""
         consumers = [slot.consumer for slot in self.slots if slot.consumer is not None]
-        self._adjust_playout_delay(consumers, time.time(), nacked=True)
+        now = time.time()
+        self._adjust_playout_delay(consumers, now, nacked=True)
+        self._adjust_red(consumers, now, nacked=True)
         self._check_loss_burst()
 
     # simulcast layer choice -------------------------------------------------------

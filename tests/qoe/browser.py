@@ -120,6 +120,38 @@ class BrowserQoe:
         }
 
 
+def _network_changed(exc: Exception) -> bool:
+    text = str(exc)
+    return any(
+        x in text
+        for x in ("ERR_NETWORK_CHANGED", "interrupted by another navigation", "Execution context was destroyed")
+    )
+
+
+async def open_viewer(page: Any, url: str, attempts: int = 5) -> None:
+    """Load view.html and wait for its first decoded frame (or its error phase).
+
+    Chromium in a namespace whose link was just shaped sees a network change:
+    it aborts the navigation (ERR_NETWORK_CHANGED) or reloads the page by
+    itself (the same URL: "interrupted by another navigation", or the
+    page's context destroyed under a wait). Either way the page to wait for is
+    the one Chromium ends up on; a new navigation is made only when it is not ours.
+    """
+    for attempt in range(attempts):
+        try:
+            if not page.url.startswith(url.split("?", 1)[0]):
+                await page.goto(url)
+            await page.wait_for_load_state("load")
+            await page.wait_for_function(
+                "window.view && (window.view.t.firstDecoded !== undefined || window.view.phase === 'error')",
+                timeout=60_000, polling=100,
+            )
+            return
+        except Exception as exc:
+            if not _network_changed(exc) or attempt == attempts - 1:
+                raise
+
+
 async def run(profile: str, seconds: float, *, room: str = "qoe-chromium", clear_at: float | None = None,
               plane: str = "python") -> BrowserQoe:
     with Network() as net:
@@ -138,22 +170,7 @@ async def run(profile: str, seconds: float, *, room: str = "qoe-chromium", clear
                     try:
                         page = await (await browser.new_context()).new_page()
                         query = f"node={node.url}&room={room}&token={node.token(room, 'shopper', 'viewer')}"
-                        for attempt in range(3):
-                            try:
-                                await page.goto(f"{static.url}/view.html?{query}")
-                                break
-                            except Exception as exc:
-                                # Chromium sees the namespace's link being shaped just
-                                # before it starts: it aborts the first navigation, or
-                                # reloads the page itself (another navigation).
-                                changed = "ERR_NETWORK_CHANGED" in str(exc) or "interrupted by another navigation" in str(exc)
-                                if not changed or attempt == 2:
-                                    raise
-                        await page.wait_for_load_state("load")
-                        await page.wait_for_function(
-                            "window.view && (window.view.t.firstDecoded !== undefined || window.view.phase === 'error')",
-                            timeout=60_000, polling=100,
-                        )
+                        await open_viewer(page, f"{static.url}/view.html?{query}")
                         schedule = asyncio.ensure_future(play(viewer_ns.link, spec))
                         # The run's length is the scenario's parameter: watch for that long.
                         await page.wait_for_function(

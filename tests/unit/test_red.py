@@ -10,6 +10,7 @@ from edge.media.red import (
     MAX_BLOCK_LENGTH,
     MAX_TIMESTAMP_OFFSET,
     RedEncoder,
+    RedPolicy,
     RedSource,
     decode_red,
     encode_red,
@@ -117,6 +118,26 @@ def test_unused_payload_type_avoids_the_producers() -> None:
 
 
 def test_distance_is_bounded() -> None:
-    for bad in (0, 4):
+    for bad in (-1, 4):
         with pytest.raises(ValueError):
             RedEncoder(bad)
+
+
+def test_distance_zero_sends_the_primary_alone() -> None:
+    encoder = RedEncoder(0)
+    encoder.encode(111, 1, 960, b"a")
+    red = encoder.encode(111, 2, 1920, b"b")
+    assert red == bytes([111]) + b"b"
+
+
+def test_policy_follows_loss_up_at_once_down_after_a_while() -> None:
+    policy = RedPolicy(2, start=1, release_after=10.0)
+    assert policy.distance == 1
+    assert policy.update(0.3, 0.0) and policy.distance == 2
+    assert not policy.update(0.05, 1.0)  # needs 1 now: wait
+    assert not policy.update(0.0, 10.9)
+    assert policy.update(0.0, 11.0) and policy.distance == 0
+    assert policy.update(0.02, 12.0) and policy.distance == 1
+    # never above the configured maximum
+    capped = RedPolicy(1, start=1)
+    assert not capped.update(0.5, 0.0) and capped.distance == 1
