@@ -98,6 +98,30 @@ def _answer_video(sdp: str) -> tuple[int, int | None, str]:
     return vp8, rtx, mid
 
 
+# Browsers send Opus at about 32 kbit/s; aiortc's encoder defaults to 96 kbit/s,
+# which would make this stand-in for a Chromium seller three times as costly
+# on a viewer's link as the real one (and RED on top multiplies it).
+OPUS_BITRATE = 32_000
+
+
+def _browser_like_opus() -> None:
+    """Opus encoders aiortc creates in this process run at OPUS_BITRATE."""
+    from aiortc import rtcrtpsender
+
+    original = rtcrtpsender.get_encoder
+    if getattr(original, "browser_like", False):
+        return
+
+    def get_encoder(codec: object) -> object:
+        encoder = original(codec)
+        if getattr(codec, "mimeType", "").lower() == "audio/opus":
+            encoder.codec.bit_rate = OPUS_BITRATE  # type: ignore[attr-defined]
+        return encoder
+
+    get_encoder.browser_like = True  # type: ignore[attr-defined]
+    rtcrtpsender.get_encoder = get_encoder
+
+
 @dataclass
 class SimulcastPublisher:
     url: str
@@ -113,6 +137,7 @@ class SimulcastPublisher:
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> httpx.Response:
+        _browser_like_opus()
         self.pc = RTCPeerConnection(client_config())
         self.pc.addTrack(ToneAudioTrack())
         self.pc.addTransceiver("video", direction="sendonly")

@@ -10,8 +10,8 @@ instead of 30 %.
 
 Redundancy costs bandwidth (distance 2 triples the audio bit rate), so the
 distance is chosen per viewer from its loss (``RedPolicy``): 0 on a clean link
-(a RED packet with the primary block only), 1 with some loss, 2 (at most
-``media.audio_red_distance``) with heavy loss. A viewer moves between the
+(a RED packet with the primary block only; where every viewer starts), 1 from
+its first NACK or 1 % loss, 2 (at most ``media.audio_red_distance``) from 8 %. A viewer moves between the
 producer's RedSources of different distances; all of them send the same
 payload type, sequence numbers and timestamps, so a move is seamless.
 
@@ -169,7 +169,7 @@ class RedPolicy:
 
     __slots__ = ("max_distance", "distance", "release_after", "_less_since")
 
-    def __init__(self, max_distance: int, start: int = 1, release_after: float = 10.0) -> None:
+    def __init__(self, max_distance: int, start: int = 0, release_after: float = 10.0) -> None:
         self.max_distance = max_distance
         self.distance = min(start, max_distance)
         self.release_after = release_after

@@ -76,14 +76,14 @@ async def test_red_viewer_gets_opus_with_redundancy_that_follows_its_loss(plane_
             # Each primary is an Opus payload the publisher sent, byte for byte...
             assert primary.payload in pub.sent_payloads["audio"]
             primaries[primary.timestamp] = primary.payload
-            # ...and each redundant block is the frame before it (20 ms = 960 ticks).
+            # ...and each redundant block is an earlier frame (20 ms = 960 ticks apart).
             for block in blocks[:-1]:
-                assert (header.timestamp - block.timestamp) & 0xFFFFFFFF == 960
+                assert 0 < (header.timestamp - block.timestamp) & 0xFFFFFFFF <= 2 * 960
                 if block.timestamp in primaries:
                     assert primaries[block.timestamp] == block.payload
             redundant.append(len(blocks) - 1)
-        # A new viewer starts with one earlier frame per packet.
-        assert redundant.count(1) >= len(redundant) - 3, redundant
+        # A new viewer on a clean link gets no redundancy: RED with the primary alone.
+        assert redundant.count(0) >= len(redundant) - 3, redundant
 
         # Heavy loss (a fifth of its video NACKed): two earlier frames per packet.
         def two() -> bool:

@@ -131,6 +131,7 @@ def test_distance_zero_sends_the_primary_alone() -> None:
 
 
 def test_policy_follows_loss_up_at_once_down_after_a_while() -> None:
+    assert RedPolicy(2).distance == 0  # a new viewer: no redundancy until it loses
     policy = RedPolicy(2, start=1, release_after=10.0)
     assert policy.distance == 1
     assert policy.update(0.3, 0.0) and policy.distance == 2
