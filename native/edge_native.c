@@ -298,6 +298,10 @@ typedef struct {
     int64_t ts_offset;
     int has_last_seq;
     int64_t last_seq;
+    /* Forwarder.key_seq: outgoing seq of the latest keyframe's first packet.
+     * NACKs for packets before it are not served (nothing after it needs them). */
+    int has_key;
+    int64_t key_seq;
     int64_t last_ts;
     double last_wall;
     int started;
@@ -571,6 +575,10 @@ static int fwd_map(NativeConsumerObject *nc, uint64_t seq, uint64_t ts, int keyf
     if (((s - (uint64_t)nc->floor_seq) & 0xFFFF) >= 0x8000)
         return 0;
     t = (ts + (uint64_t)nc->ts_offset) & 0xFFFFFFFF;
+    if (keyframe && nc->video && (!nc->has_key || seq_newer(s, (uint64_t)nc->key_seq))) {
+        nc->key_seq = (int64_t)s;
+        nc->has_key = 1;
+    }
     if (!nc->has_last_seq || seq_newer(s, (uint64_t)nc->last_seq)) {
         nc->last_seq = (int64_t)s;
         nc->has_last_seq = 1;
@@ -580,6 +588,12 @@ static int fwd_map(NativeConsumerObject *nc, uint64_t seq, uint64_t ts, int keyf
     *out_seq = s;
     *out_ts = t;
     return 1;
+}
+
+/* A NACKed packet from before the latest keyframe: not worth a resend. */
+static inline int nc_stale(const NativeConsumerObject *nc, uint64_t seq)
+{
+    return nc->has_key && ((seq - (uint64_t)nc->key_seq) & 0xFFFF) >= 0x8000;
 }
 
 /* With the GIL: if the next packet would start the stream from nothing, draw
@@ -791,7 +805,7 @@ static PyObject *NativeConsumer_retransmit(NativeConsumerObject *self, PyObject 
         if (wanted[i] < 0)
             continue;
         e = &self->ring[(uint64_t)wanted[i] & self->ring_mask];
-        if (e->seq != wanted[i])
+        if (e->seq != wanted[i] || nc_stale(self, (uint64_t)wanted[i]))
             continue;
         iov[served].iov_base = e->buf;
         iov[served].iov_len = e->len;
@@ -917,6 +931,32 @@ NC_INT64_FIELD(last_ts)
 NC_BOOL_FIELD(video)
 NC_BOOL_FIELD(started)
 
+static PyObject *nc_get_key_seq(NativeConsumerObject *self, void *c)
+{
+    int has;
+    int64_t v;
+    pthread_mutex_lock(&self->lock);
+    has = self->has_key;
+    v = self->key_seq;
+    pthread_mutex_unlock(&self->lock);
+    if (!has)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(v);
+}
+
+static int nc_set_key_seq(NativeConsumerObject *self, PyObject *value, void *c)
+{
+    int64_t v = 0;
+    int has = value != Py_None;
+    if (has && get_i64(value, &v, "key_seq") < 0)
+        return -1;
+    pthread_mutex_lock(&self->lock);
+    self->has_key = has;
+    self->key_seq = v;
+    pthread_mutex_unlock(&self->lock);
+    return 0;
+}
+
 static PyObject *nc_get_last_seq(NativeConsumerObject *self, void *c)
 {
     int has;
@@ -1038,6 +1078,7 @@ static PyGetSetDef NativeConsumer_getset[] = {
     RW(seq_offset, "Forwarder.seq_offset"),
     RW(ts_offset, "Forwarder.ts_offset"),
     RW(last_seq, "Forwarder.last_seq (None before the first packet)"),
+    RW(key_seq, "Forwarder.key_seq (None before the first keyframe)"),
     RW(last_ts, "Forwarder.last_ts"),
     RW(last_wall, "Forwarder.last_wall"),
     RW(started, "Forwarder.started"),
@@ -1646,7 +1687,7 @@ static unsigned long long nack_resend(NativeConsumerObject *nc, const uint16_t *
         memset(msgs, 0, sizeof msgs);
         for (; off < (int)n && batch < (int)(sizeof msgs / sizeof msgs[0]); off++) {
             ring_entry *e = &nc->ring[(uint64_t)seqs[off] & nc->ring_mask];
-            if (e->seq != (int64_t)seqs[off])
+            if (e->seq != (int64_t)seqs[off] || nc_stale(nc, seqs[off]))
                 continue;
             iov[batch].iov_base = e->buf;
             iov[batch].iov_len = e->len;

@@ -36,6 +36,20 @@ _ids = itertools.count(1)
 # Packets a consumer may have retransmitted per second (a 2.5 Mbit/s stream is
 # ~250 packets/s: this allows every packet twice over, no more).
 NACK_BUDGET_PER_SECOND = 500
+# With an estimate of the viewer's link, repairs may take this share of it:
+# retransmitting a lost keyframe burst at line rate into a link that just
+# became congested is what turns a loss into a multi-second freeze.
+NACK_SHARE_OF_ESTIMATE = 0.4
+NACK_BUDGET_FLOOR = 20
+
+
+def nack_budget(estimate: int | None) -> int:
+    """Retransmissions a consumer may have per second, for a viewer whose link is
+    estimated at ``estimate`` bit/s (None: not known yet)."""
+    if estimate is None:
+        return NACK_BUDGET_PER_SECOND
+    packets = int(estimate * NACK_SHARE_OF_ESTIMATE / (8 * 1200))
+    return max(NACK_BUDGET_FLOOR, min(NACK_BUDGET_PER_SECOND, packets))
 
 
 class ConsumerSlot:

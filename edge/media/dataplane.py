@@ -83,7 +83,10 @@ class PythonDataPlane:
         served = 0
         buffer = consumer.retransmit
         send = consumer.transport.send_protected
+        forwarder = consumer.forwarder
         for seq in sequence_numbers:
+            if forwarder.stale(seq):
+                continue
             packet = buffer.get(seq)
             if packet is not None:
                 send(packet)

@@ -27,6 +27,7 @@ class Forwarder:
         "last_wall",
         "started",
         "floor_seq",
+        "key_seq",
     )
 
     def __init__(self, *, video: bool, clock_rate: int) -> None:
@@ -44,6 +45,13 @@ class Forwarder:
         # onto sequence numbers already sent for the previous source: re-using
         # them would re-encrypt under an SRTP nonce already used. Dropped.
         self.floor_seq = 0
+        # Outgoing seq of the latest keyframe's first packet (video): a NACK for
+        # a packet before it is not served, since nothing after it needs it.
+        self.key_seq: int | None = None
+
+    def stale(self, seq: int) -> bool:
+        """A packet from before the latest keyframe: not worth a retransmission."""
+        return self.key_seq is not None and seq_diff(seq, self.key_seq) < 0
 
     @property
     def waiting_for_keyframe(self) -> bool:
@@ -65,6 +73,8 @@ class Forwarder:
         if seq_diff(out_seq, self.floor_seq) < 0:
             return None
         out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
+        if keyframe and self.video and (self.key_seq is None or seq_newer(out_seq, self.key_seq)):
+            self.key_seq = out_seq
         if seq_newer(out_seq, self.last_seq):  # type: ignore[arg-type]
             self.last_seq = out_seq
             self.last_ts = out_ts

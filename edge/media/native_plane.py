@@ -303,6 +303,7 @@ def native_consumer_for(consumer: "Consumer") -> Any:
     native.last_wall = current.last_wall
     native.started = current.started
     native.floor_seq = current.floor_seq
+    native.key_seq = current.key_seq
     if slot.playout_delay is not None and slot.pd_id:
         native.set_playout_delay(slot.pd_id, slot.playout_delay)
     view = NativeRetransmitView(native)

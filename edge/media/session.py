@@ -19,7 +19,7 @@ from ..transport.simulcast_sdp import EXT_REPAIRED_RID, EXT_RID
 from ..transport.webrtc import EXT_MID, MediaSection, WebRtcTransport
 from . import rtcp
 from .codecs import is_keyframe
-from .consumer import NACK_BUDGET_PER_SECOND, Consumer, ConsumerSlot
+from .consumer import Consumer, ConsumerSlot, nack_budget
 from .producer import Producer
 from .nack import NackTracker
 from .retransmit import buffer_size
@@ -629,8 +629,9 @@ class ViewerSession(Session):
 
     def tick(self, now: float) -> None:
         consumers = [slot.consumer for slot in self.slots if slot.consumer is not None]
+        budget = nack_budget(self.qoe.estimate)
         for consumer in consumers:
-            consumer.nack_budget = NACK_BUDGET_PER_SECOND
+            consumer.nack_budget = budget
             # A consumer still waiting for a keyframe asks again (throttled
             # upstream): the first PLI or the keyframe itself may have been lost.
             if consumer.forwarder.waiting_for_keyframe or consumer.target is not None:

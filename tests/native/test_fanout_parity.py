@@ -40,7 +40,7 @@ from edge.media.rtp import RtpHeader, serialize_extensions
 
 from .rig import KEY_LENGTHS, PROFILES_FOR_TESTS, Rig, SlotSpec, make_producer
 
-FORWARDER = ("started", "seq_offset", "ts_offset", "last_seq", "last_ts", "last_wall", "floor_seq", "waiting_for_keyframe")
+FORWARDER = ("started", "seq_offset", "ts_offset", "last_seq", "last_ts", "last_wall", "floor_seq", "key_seq", "waiting_for_keyframe")
 
 ext_ids = st.one_of(st.none(), st.integers(1, 14), st.integers(1, 14), st.integers(15, 255))
 
@@ -387,3 +387,36 @@ def test_refused_index_is_skipped_and_counted() -> None:
         finally:
             rig.close()
             producer.consumers.clear()
+
+
+def test_nacks_from_before_the_latest_keyframe_are_not_served() -> None:
+    """A keyframe makes what came before it useless to the viewer: NACKs for
+    those packets (a congested link asking for a stale keyframe's burst) are not
+    served, in either plane; NACKs from the keyframe on are."""
+    from pylibsrtp import Policy
+
+    from edge.media.native_plane import NativeDataPlane
+
+    profile = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    slots = [SlotSpec("video", 1000, "1", 96, 4, 2, None, 1024, profile, bytes(KEY_LENGTHS[profile]), None)]
+    # 40 packets; keyframes start at packets 0 and 30.
+    forwards = [
+        ("forward", 0, 1, 3000 if n % 5 == 0 else 0, n in (0, 30), n % 5 == 4, 300, 0, 0, None, 0.01, n)
+        for n in range(40)
+    ]
+    # relative offsets from the newest (39): 35 and 20 are before packet 30, 5 and 9 after.
+    nacks = [("nack", 0, [5, 9, 20, 35], "relative"), ("nack", 0, [0, 1, 2], "relative")]
+    sc = {
+        "kind": "video",
+        "producers": [{"ssrc": 42, "pt": 96, "level_id": None, "seq": 100, "ts": 1}] * 2,
+        "slots": slots,
+        "initial": [0],
+        "presets": [None],
+        "now": 1.7e9,
+        "seed": 3,
+        "ops": forwards + nacks,
+    }
+    expected = execute(PythonDataPlane(), sc)
+    got = execute(NativeDataPlane(), sc)
+    assert got == expected
+    assert [t[1] for t in expected[0] if t[0] == "nack"] == [2, 3]
