@@ -1738,8 +1738,19 @@ static void nack_serve_all(const uint8_t *d, size_t len, nack_target *t, Py_ssiz
                     if (blp & 1)
                         lost[n++] = (uint16_t)(pid + bit + 1);
             }
-            /* ViewerSession.on_rtcp: at most `budget` of them, the first ones. */
+            /* ViewerSession.on_rtcp: those from before the latest keyframe are
+             * dropped first (they would only eat the budget), then at most
+             * `budget` of the rest, the first ones. */
             c->requested += n;
+            if (c->nc != NULL) {
+                size_t i, kept = 0;
+                pthread_mutex_lock(&c->nc->lock);
+                for (i = 0; i < n; i++)
+                    if (!nc_stale(c->nc, lost[i]))
+                        lost[kept++] = lost[i];
+                pthread_mutex_unlock(&c->nc->lock);
+                n = kept;
+            }
             asked = (long long)n;
             if (asked > c->budget) {
                 c->throttled += (unsigned long long)(asked - c->budget);

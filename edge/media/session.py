@@ -27,7 +27,7 @@ from .playout import LOSS_THRESHOLD, PlayoutDelay
 from .qoe import ViewerQoe
 from .red import LOSS_FOR_ONE, RedPolicy, RedSource, unused_payload_type
 from .simulcast import Layer
-from .rtp import RtpHeader, unwrap_rtx
+from .rtp import RtpHeader, seq_diff, unwrap_rtx
 
 log = get_logger("edge.media")
 
@@ -769,6 +769,11 @@ class ViewerSession(Session):
                 asked = packet.lost
                 metrics.nack_received.inc(len(asked))
                 consumer.nack_requests += len(asked)
+                key = consumer.forwarder.key_seq
+                if key is not None:
+                    # Packets from before the latest keyframe are not served:
+                    # they must not use up the budget of those that are.
+                    asked = [seq for seq in asked if seq_diff(seq, key) >= 0]
                 if len(asked) > consumer.nack_budget:
                     metrics.nack_throttled.inc(len(asked) - consumer.nack_budget)
                     asked = asked[: consumer.nack_budget]

@@ -232,18 +232,20 @@ class LayerSelector:
             self._last_overuse = now
 
         if self._trial is not None:
-            origin, started, _ = self._trial
-            floor = layers[origin].bitrate * cfg.overuse_drop
-            # A browser's estimate dips on a new layer's first keyframe burst;
-            # only loss, or an estimate below even the layer we came from, fails it.
+            origin, started, before = self._trial
             # Loss is judged against the loss before the trial: a link that
             # loses 2 % at random is not congested by the new layer.
             # The new layer's first keyframe is a burst that a shallow
-            # bottleneck queue may clip; loss in the grace period is not held against it.
-            lossy = now - started >= cfg.trial_grace and loss > max(
-                cfg.trial_loss, self._loss_before + cfg.trial_loss / 2
-            )
-            if lossy or (known and budget < floor):
+            # bottleneck queue may clip, and a browser's estimate dips on it:
+            # neither counts in the grace period.
+            settled = now - started >= cfg.trial_grace
+            lossy = settled and loss > max(cfg.trial_loss, self._loss_before + cfg.trial_loss / 2)
+            # After it, an estimate that fell well below where it was when the
+            # trial began is over-use. (Not "below the layer we came from": a
+            # receive-side estimate that a congestion episode crushed stays
+            # there for many seconds after the link recovered.)
+            fell = settled and known and before > 0 and budget < before * cfg.overuse_drop
+            if lossy or fell:
                 # The link could not carry it: back, and wait longer before the next try.
                 self._trial = None
                 self.failed_trials += 1

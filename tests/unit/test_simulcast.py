@@ -189,8 +189,10 @@ def test_trial_steps_up_while_loss_free_and_backs_off_on_failure() -> None:
     assert at(16.0, ls[1], 260_000) is ls[1]
     assert at(18.0, ls[1], 300_000) is ls[2]  # ...and the climb goes on to f (reach: 2.2 x 500k)
     assert s.trials == 3
-    # f overloads the link: the estimate falls by more than 15% (over-use): back to h.
-    assert at(19.0, ls[2], 180_000) is ls[1]
+    # f overloads the link: past the grace period the estimate is well below where
+    # it was when the trial began (over-use): back to h.
+    assert at(19.0, ls[2], 180_000) is ls[2]  # a dip on f's first keyframe: not yet
+    assert at(19.5, ls[2], 180_000) is ls[1]
     # No estimate at all (a viewer that sends no REMB): trials judged by loss alone.
     fresh = LayerSelector(SelectorConfig(trial_backoff=4.0))
     fresh.initial(ls, 100.0, None)
@@ -220,3 +222,36 @@ def test_a_flat_estimate_below_the_layer_is_a_limit_a_rising_one_is_not() -> Non
 
     assert run([120_000] * 8) is ls[0]  # the viewer keeps saying 120k: stay
     assert run([120_000, 125_000, 130_000, 136_000, 142_000, 148_000]) is ls[1]  # climbing: try h
+
+
+def test_a_crushed_estimate_does_not_fail_a_trial_that_keeps_it() -> None:
+    """After a congestion episode a receive-side estimate stays far below what the
+    recovered link carries; a trial on such a link fails on loss, or on the
+    estimate falling further, not on the estimate being below the old layer."""
+    ls = layers(0.0, 150_000, 300_000, 1_000_000)
+    s = LayerSelector(SelectorConfig(trial_backoff=1.0, trial_hold=2.5, trial_grace=1.2))
+
+    def at(t: float, current: Layer, budget: int | None, loss: float = 0.0) -> Layer:
+        for layer in ls:
+            layer.last_packet = t
+        return s.choose(ls, current, t, budget=budget, loss=loss)
+
+    s.initial(ls, 0.0, None)
+    assert at(0.2, ls[0], 50_000) is ls[0]
+    assert at(1.0, ls[0], 55_000) is ls[0]
+    # Below even q, but rising: try h.
+    assert at(1.8, ls[0], 60_000) is ls[1]
+    assert at(2.3, ls[1], 58_000) is ls[1]
+    assert at(3.1, ls[1], 62_000) is ls[1]  # past the grace: no loss, no fall: kept
+    assert at(4.4, ls[1], 70_000) is ls[1] and s.failed_trials == 0
+    # The same trial with the estimate collapsing after the grace fails.
+    s2 = LayerSelector(SelectorConfig(trial_backoff=1.0, trial_hold=2.5, trial_grace=1.2))
+    s2.initial(ls, 0.0, None)
+    for t, b in ((0.2, 50_000), (1.0, 55_000)):
+        for layer in ls:
+            layer.last_packet = t
+        s2.choose(ls, ls[0], t, budget=b, loss=0.0)
+    for layer in ls:
+        layer.last_packet = 3.2
+    assert s2.choose(ls, ls[0], 1.8, budget=60_000, loss=0.0) is ls[1]
+    assert s2.choose(ls, ls[1], 3.2, budget=40_000, loss=0.0) is ls[0]
