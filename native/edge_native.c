@@ -285,6 +285,7 @@ typedef struct {
     uint32_t len;
     uint32_t cap;
     uint8_t *buf;
+    int nacked; /* NACKed at least once since stored: later NACKs of it are repeats */
 } ring_entry;
 
 typedef struct {
@@ -653,6 +654,7 @@ static void ring_store(NativeConsumerObject *nc, int64_t seq, const uint8_t *dat
     memcpy(e->buf, data, len);
     e->len = len;
     e->seq = seq;
+    e->nacked = 0;
 }
 
 /* sendmmsg msgs[0:n] on fd; returns how many went out, counts the rest. */
@@ -1641,7 +1643,7 @@ typedef struct {
     NativeConsumerObject *nc;
     long long budget;
     int send;
-    unsigned long long requested, throttled, served;
+    unsigned long long requested, throttled, served, first;
 } nack_target;
 
 static inline uint32_t be32(const uint8_t *p)
@@ -1745,9 +1747,16 @@ static void nack_serve_all(const uint8_t *d, size_t len, nack_target *t, Py_ssiz
             if (c->nc != NULL) {
                 size_t i, kept = 0;
                 pthread_mutex_lock(&c->nc->lock);
-                for (i = 0; i < n; i++)
+                for (i = 0; i < n; i++) {
+                    /* RetransmitBuffer.first_nack: a sent packet NACKed for the first time */
+                    ring_entry *e = &c->nc->ring[lost[i] & c->nc->ring_mask];
+                    if (e->seq == (int64_t)lost[i] && !e->nacked) {
+                        e->nacked = 1;
+                        c->first++;
+                    }
                     if (!nc_stale(c->nc, lost[i]))
                         lost[kept++] = lost[i];
+                }
                 pthread_mutex_unlock(&c->nc->lock);
                 n = kept;
             }
@@ -1763,7 +1772,8 @@ static void nack_serve_all(const uint8_t *d, size_t len, nack_target *t, Py_ssiz
     }
 }
 
-/* serve_nacks(data, ssrcs, natives, budgets, send_ok) -> (status, [(requested, throttled, served)])
+/* serve_nacks(data, ssrcs, natives, budgets, send_ok)
+ *     -> (status, [(requested, throttled, served, first)])
  *
  * status -1: the compound is malformed (as parse_rtcp frames it, or a NACK is
  * malformed); nothing was served. 0: it held only generic NACKs, all handled.
@@ -1863,7 +1873,8 @@ static PyObject *native_serve_nacks(PyObject *m, PyObject *const *args, Py_ssize
     if (per == NULL)
         goto done;
     for (k = 0; k < nt; k++) {
-        PyObject *item = Py_BuildValue("(KKK)", t[k].requested, t[k].throttled, t[k].served);
+        PyObject *item =
+            Py_BuildValue("(KKKK)", t[k].requested, t[k].throttled, t[k].served, t[k].first);
         if (item == NULL) {
             Py_CLEAR(per);
             goto done;
@@ -1903,7 +1914,7 @@ static PyMethodDef module_methods[] = {
      "abs_send_time(now) -> bytes: the 3-byte abs-send-time value (edge.media.rtp)."},
     {"serve_nacks", (PyCFunction)(void (*)(void))native_serve_nacks, METH_FASTCALL,
      "serve_nacks(data, ssrcs, natives, budgets, send_ok) -> (status, [(requested, throttled, "
-     "served), ...]): a viewer's generic NACKs resent from the rings (see native_plane.py)."},
+     "served, first), ...]): a viewer's generic NACKs resent from the rings (see native_plane.py)."},
     {NULL}};
 
 static struct PyModuleDef native_module = {

@@ -130,6 +130,7 @@ class Consumer:
         "packets",
         "bytes",
         "nack_requests",
+        "nacked_packets",
         "retransmitted",
         "pli_requests",
         "remb_bitrate",
@@ -165,7 +166,8 @@ class Consumer:
         self.retransmit = slot.retransmit
         self.packets = 0
         self.bytes = 0
-        self.nack_requests = 0
+        self.nack_requests = 0  # sequence numbers in the viewer's NACKs (repeats too)
+        self.nacked_packets = 0  # distinct sent packets it NACKed: its loss
         self.retransmitted = 0
         self.pli_requests = 0
         self.remb_bitrate: int | None = None
@@ -187,7 +189,7 @@ class Consumer:
         self.bytes_at_tick = 0
         self.packets_at_tick = 0
         self.nacks_at_tick = 0
-        # Sequence numbers NACKed per packet sent, over the last tick: the
+        # Distinct packets NACKed per packet sent, over the last tick: the
         # viewer's loss seen a second before its receiver report says it.
         self.nack_ratio = 0.0
         self.attached_at = time.time()
@@ -244,6 +246,7 @@ class Consumer:
             "packets": self.packets,
             "bytes": self.bytes,
             "nack_requests": self.nack_requests,
+            "nacked_packets": self.nacked_packets,
             "retransmitted": self.retransmitted,
             "pli_requests": self.pli_requests,
             "remb_bitrate": self.remb_bitrate,

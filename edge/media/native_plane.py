@@ -205,7 +205,8 @@ def serve_nacks(data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
     ``data`` is the viewer's unprotected RTCP compound, ``consumers`` the
     viewer's current consumers (``slot.consumer`` of each slot). For each NACK,
     in order, naming a consumer's SSRC: its sequence numbers (PID, then the BLP
-    bits) are counted in ``consumer.nack_requests``; at most
+    bits) are counted in ``consumer.nack_requests``, those of sent packets NACKed
+    for the first time in ``consumer.nacked_packets``; at most
     ``consumer.nack_budget`` of them (the first ones) are re-sent from the
     slot's ring with sendmmsg and taken off the budget, the rest are
     throttled; ``consumer.retransmitted`` gets what was re-sent. The same
@@ -225,11 +226,12 @@ def serve_nacks(data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
     if status < 0:
         return NackOutcome(malformed=True, others=False)
     outcome = NackOutcome(malformed=False, others=status == 1)
-    for consumer, (requested, throttled, served) in zip(consumers, per):
+    for consumer, (requested, throttled, served, first) in zip(consumers, per):
         if not requested:
             continue
         asked = requested - throttled
         consumer.nack_requests += requested
+        consumer.nacked_packets += first
         consumer.nack_budget -= asked
         consumer.retransmitted += served
         outcome.received += requested
@@ -252,6 +254,11 @@ class NativeRetransmitView:
 
     def put(self, sequence_number: int, packet: bytes) -> None:
         self.native.ring_put(sequence_number, packet)
+
+    def first_nack(self, sequence_number: int) -> bool:
+        # Only the Python NACK path asks, which the native plane does not take
+        # (serve_nacks counts first NACKs in C): any stored packet counts.
+        return self.native.ring_get(sequence_number) is not None
 
     def get(self, sequence_number: int) -> bytes | None:
         return self.native.ring_get(sequence_number)  # type: ignore[no-any-return]

@@ -54,10 +54,10 @@ class ViewerQoe:
                 consumer.bitrate = int((consumer.bytes - consumer.bytes_at_tick) * 8 / span)
             consumer.bytes_at_tick = consumer.bytes
             sent = consumer.packets - consumer.packets_at_tick
-            asked = consumer.nack_requests - consumer.nacks_at_tick
+            asked = consumer.nacked_packets - consumer.nacks_at_tick
             consumer.nack_ratio = min(1.0, asked / sent) if sent > 0 else 0.0
             consumer.packets_at_tick = consumer.packets
-            consumer.nacks_at_tick = consumer.nack_requests
+            consumer.nacks_at_tick = consumer.nacked_packets
             if not consumer.producer.video or not consumer.forwarder.started:
                 continue
             watching = True

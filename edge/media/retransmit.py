@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class RetransmitBuffer:
-    __slots__ = ("_mask", "_seqs", "_packets")
+    __slots__ = ("_mask", "_seqs", "_packets", "_nacked")
 
     def __init__(self, size: int = 1024) -> None:
         if size < 1 or size & (size - 1):
@@ -17,6 +17,9 @@ class RetransmitBuffer:
         self._mask = size - 1
         self._seqs = [-1] * size
         self._packets: list[bytes | None] = [None] * size
+        # NACKed since stored: a viewer re-NACKs a packet until it arrives, and
+        # its loss is the packets it NACKed, not the NACKs it sent.
+        self._nacked = [False] * size
 
     def __len__(self) -> int:
         return len(self._seqs)
@@ -25,12 +28,21 @@ class RetransmitBuffer:
         i = sequence_number & self._mask
         self._seqs[i] = sequence_number
         self._packets[i] = packet
+        self._nacked[i] = False
 
     def get(self, sequence_number: int) -> bytes | None:
         i = sequence_number & self._mask
         if self._seqs[i] == sequence_number:
             return self._packets[i]
         return None
+
+    def first_nack(self, sequence_number: int) -> bool:
+        """True the first time a stored packet is NACKed (and marks it)."""
+        i = sequence_number & self._mask
+        if self._seqs[i] != sequence_number or self._nacked[i]:
+            return False
+        self._nacked[i] = True
+        return True
 
 
 def buffer_size(requested: int) -> int:

@@ -769,6 +769,8 @@ class ViewerSession(Session):
                 asked = packet.lost
                 metrics.nack_received.inc(len(asked))
                 consumer.nack_requests += len(asked)
+                first = consumer.retransmit.first_nack
+                consumer.nacked_packets += sum(1 for seq in asked if first(seq))
                 key = consumer.forwarder.key_seq
                 if key is not None:
                     # Packets from before the latest keyframe are not served:
@@ -817,7 +819,7 @@ class ViewerSession(Session):
             if consumer is None or consumer.selector is None:
                 continue
             sent = consumer.packets - consumer.packets_at_tick
-            asked = consumer.nack_requests - consumer.nacks_at_tick
+            asked = consumer.nacked_packets - consumer.nacks_at_tick
             if sent >= 20 and asked > 0.15 * sent:
                 self._burst_checked = now
                 consumer.nack_ratio = max(consumer.nack_ratio, asked / sent)

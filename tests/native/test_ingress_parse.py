@@ -230,8 +230,9 @@ def reference_nacks(data: bytes, rings: list[dict[int, bytes]], budgets: list[in
         packets = rtcp.parse_rtcp(data)
     except ValueError:
         return None
-    per = [[0, 0, 0] for _ in rings]
+    per = [[0, 0, 0, 0] for _ in rings]  # requested, throttled, served, first NACKs
     sent: list[list[bytes]] = [[] for _ in rings]
+    nacked: list[set[int]] = [set() for _ in rings]
     budgets = list(budgets)
     for packet in packets:
         if not isinstance(packet, rtcp.Nack) or packet.media_ssrc not in SSRCS:
@@ -239,6 +240,10 @@ def reference_nacks(data: bytes, rings: list[dict[int, bytes]], budgets: list[in
         k = SSRCS.index(packet.media_ssrc)
         asked = packet.lost
         per[k][0] += len(asked)
+        for seq in asked:  # RetransmitBuffer.first_nack
+            if seq in rings[k] and seq not in nacked[k]:
+                nacked[k].add(seq)
+                per[k][3] += 1
         if len(asked) > budgets[k]:
             per[k][1] += len(asked) - budgets[k]
             asked = asked[: budgets[k]]
@@ -323,11 +328,11 @@ def test_serve_nacks_wrapper_keeps_the_consumer_books() -> None:
             nc.ring_put(seq, b"p%d" % seq)
         consumer = SimpleNamespace(
             slot=SimpleNamespace(ssrc=0x1111, forwarder=nc), nack_budget=5, nack_requests=0,
-            retransmitted=0, transport=SimpleNamespace(closed=False),
+            nacked_packets=0, retransmitted=0, transport=SimpleNamespace(closed=False),
         )
         other = SimpleNamespace(
             slot=SimpleNamespace(ssrc=0x2222, forwarder=object()), nack_budget=5, nack_requests=0,
-            retransmitted=0, transport=SimpleNamespace(closed=False),
+            nacked_packets=0, retransmitted=0, transport=SimpleNamespace(closed=False),
         )
         data = bytes(rtcp.Nack(1, 0x1111, [8, 9, 10, 11, 12, 13, 14])) + bytes(rtcp.Nack(1, 0x2222, [1, 2]))
         outcome = serve_nacks(data, [consumer, other])  # type: ignore[list-item]
@@ -335,11 +340,21 @@ def test_serve_nacks_wrapper_keeps_the_consumer_books() -> None:
         assert (outcome.received, outcome.throttled, outcome.served, outcome.missed) == (9, 2, 3, 4)
         assert (consumer.nack_requests, consumer.nack_budget, consumer.retransmitted) == (7, 0, 3)
         assert (other.nack_requests, other.nack_budget, other.retransmitted) == (2, 3, 0)
+        # Loss is packets NACKed: 10..14 were sent (8 and 9 never were); other has no ring.
+        assert (consumer.nacked_packets, other.nacked_packets) == (5, 0)
         assert drain(sink) == [b"p10", b"p11", b"p12"]
         assert nc.retransmitted == 3
         assert serve_nacks(b"\x81\xcd\x00\x09", [consumer]).malformed  # type: ignore[list-item]
         mixed = bytes(rtcp.Pli(1, 0x1111)) + bytes(rtcp.Nack(1, 0x1111, [15]))
         assert serve_nacks(mixed, [consumer]).others  # type: ignore[list-item]
+        # A repeated NACK (the viewer asks again until it arrives) is not new loss...
+        consumer.nack_budget = 5
+        serve_nacks(bytes(rtcp.Nack(1, 0x1111, [10, 11, 16])), [consumer])  # type: ignore[list-item]
+        assert consumer.nacked_packets == 7  # 15 (above) and 16 are new
+        # ...until the slot holds a new packet under that sequence number.
+        nc.ring_put(10 + 64, b"p74")
+        serve_nacks(bytes(rtcp.Nack(1, 0x1111, [74])), [consumer])  # type: ignore[list-item]
+        assert consumer.nacked_packets == 8
     finally:
         sender.close()
         sink.close()

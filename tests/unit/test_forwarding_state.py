@@ -108,3 +108,14 @@ def test_late_packets_from_before_a_start_are_dropped() -> None:
     assert f.map(499, 6000, keyframe=False, now=1.51) is None
     assert f.map(498, 6000, keyframe=False, now=1.51) is None
     assert f.map(501, 12000, keyframe=False, now=1.53)[0] == (start + 1) & 0xFFFF
+
+
+def test_retransmit_buffer_counts_a_packet_nacked_once() -> None:
+    from edge.media.retransmit import RetransmitBuffer
+
+    buf = RetransmitBuffer(4)
+    buf.put(10, b"a")
+    assert buf.first_nack(10) and not buf.first_nack(10)
+    assert not buf.first_nack(11)  # never stored
+    buf.put(14, b"b")  # the slot of 10 now holds 14
+    assert not buf.first_nack(10) and buf.first_nack(14)
