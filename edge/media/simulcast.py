@@ -127,6 +127,9 @@ class SelectorConfig:
     trial_hold: float = 2.5  # seconds a trial must hold to be kept
     trial_loss: float = 0.05  # loss during a trial that fails it
     trial_grace: float = 1.2  # seconds after a trial starts during which loss does not count
+    # ...unless it is this heavy: a clipped keyframe burst loses a part of one
+    # frame, a link that cannot carry the layer at all loses most of them.
+    trial_heavy_loss: float = 0.3
     trial_backoff: float = 2.0  # first wait before a trial; doubles on each failure
     trial_backoff_max: float = 16.0
     overuse_drop: float = 0.75  # an estimate below this x the last one is an over-use signal
@@ -239,7 +242,9 @@ class LayerSelector:
             # bottleneck queue may clip, and a browser's estimate dips on it:
             # neither counts in the grace period.
             settled = now - started >= cfg.trial_grace
-            lossy = settled and loss > max(cfg.trial_loss, self._loss_before + cfg.trial_loss / 2)
+            lossy = (settled and loss > max(cfg.trial_loss, self._loss_before + cfg.trial_loss / 2)) or (
+                loss >= cfg.trial_heavy_loss
+            )
             # After it, an estimate that fell well below where it was when the
             # trial began is over-use. (Not "below the layer we came from": a
             # receive-side estimate that a congestion episode crushed stays
@@ -259,7 +264,9 @@ class LayerSelector:
             self._proven = current.bitrate
             self._backoff = cfg.trial_backoff
 
-        room = max(budget, self._proven)
+        # A kept trial proved the layer's rate; its measured rate wobbles with
+        # keyframes, so the proof carries the same margin a step up needs.
+        room = max(budget, int(self._proven * cfg.up_margin))
         lower = [layer for layer in live if layer.index < current.index]
         # An estimate below the current rate steps down only with a sign of
         # congestion (it fell lately, or there is loss): receive-side
