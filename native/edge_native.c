@@ -303,6 +303,12 @@ typedef struct {
      * NACKs for packets before it are not served (nothing after it needs them). */
     int has_key;
     int64_t key_seq;
+    /* Forwarder.vp8_sync / pic_offset / tl0_offset / last_pic / last_tl0
+     * (edge/media/vp8.py): VP8 PictureID and TL0PICIDX continuity. */
+    int vp8_sync;
+    int64_t pic_offset, tl0_offset;
+    int has_last_pic, has_last_tl0;
+    int64_t last_pic, last_tl0;
     int64_t last_ts;
     double last_wall;
     int started;
@@ -464,6 +470,7 @@ static int NativeConsumer_init(NativeConsumerObject *self, PyObject *args, PyObj
         self->sock_key = fstat(dupfd, &st) == 0 ? (uint64_t)st.st_ino : (uint64_t)dupfd;
     }
     self->ssrc = (uint32_t)ssrc;
+    self->vp8_sync = 1; /* Forwarder(): VP8 offsets are set on the first VP8 packet */
     self->video = video;
     self->clock_rate = clock_rate;
     self->mid_id = mid_id;
@@ -570,6 +577,7 @@ static int fwd_map(NativeConsumerObject *nc, uint64_t seq, uint64_t ts, int keyf
         }
         nc->floor_seq = (int64_t)((seq + (uint64_t)nc->seq_offset) & 0xFFFF);
         nc->started = 1;
+        nc->vp8_sync = 1;
     }
     s = (seq + (uint64_t)nc->seq_offset) & 0xFFFF;
     /* before the current source's start: would reuse sent seqs (and SRTP nonces) */
@@ -932,6 +940,39 @@ NC_INT64_FIELD(last_ts)
 
 NC_BOOL_FIELD(video)
 NC_BOOL_FIELD(started)
+NC_BOOL_FIELD(vp8_sync)
+NC_INT64_FIELD(pic_offset)
+NC_INT64_FIELD(tl0_offset)
+
+/* An int64 field that is None until set (its has_ flag). */
+#define NC_OPTIONAL_FIELD(name, flag)                                                            \
+    static PyObject *nc_get_##name(NativeConsumerObject *self, void *c)                          \
+    {                                                                                            \
+        int has;                                                                                 \
+        int64_t v;                                                                               \
+        pthread_mutex_lock(&self->lock);                                                         \
+        has = self->flag;                                                                        \
+        v = self->name;                                                                          \
+        pthread_mutex_unlock(&self->lock);                                                       \
+        if (!has)                                                                                \
+            Py_RETURN_NONE;                                                                      \
+        return PyLong_FromLongLong(v);                                                           \
+    }                                                                                            \
+    static int nc_set_##name(NativeConsumerObject *self, PyObject *value, void *c)               \
+    {                                                                                            \
+        int64_t v = 0;                                                                           \
+        int has = value != Py_None;                                                              \
+        if (has && get_i64(value, &v, #name) < 0)                                                \
+            return -1;                                                                           \
+        pthread_mutex_lock(&self->lock);                                                         \
+        self->flag = has;                                                                        \
+        self->name = v;                                                                          \
+        pthread_mutex_unlock(&self->lock);                                                       \
+        return 0;                                                                                \
+    }
+
+NC_OPTIONAL_FIELD(last_pic, has_last_pic)
+NC_OPTIONAL_FIELD(last_tl0, has_last_tl0)
 
 static PyObject *nc_get_key_seq(NativeConsumerObject *self, void *c)
 {
@@ -1081,6 +1122,11 @@ static PyGetSetDef NativeConsumer_getset[] = {
     RW(ts_offset, "Forwarder.ts_offset"),
     RW(last_seq, "Forwarder.last_seq (None before the first packet)"),
     RW(key_seq, "Forwarder.key_seq (None before the first keyframe)"),
+    RW(vp8_sync, "Forwarder.vp8_sync: VP8 offsets are set on the next VP8 packet"),
+    RW(pic_offset, "Forwarder.pic_offset (VP8 PictureID)"),
+    RW(tl0_offset, "Forwarder.tl0_offset (VP8 TL0PICIDX)"),
+    RW(last_pic, "Forwarder.last_pic (None before a VP8 PictureID was sent)"),
+    RW(last_tl0, "Forwarder.last_tl0 (None before a VP8 TL0PICIDX was sent)"),
     RW(last_ts, "Forwarder.last_ts"),
     RW(last_wall, "Forwarder.last_wall"),
     RW(started, "Forwarder.started"),
@@ -1284,6 +1330,96 @@ static uint8_t *scratch(size_t need)
     return scratch_buf;
 }
 
+/* edge/media/vp8.py: Vp8Ids, parse_ids, newer, Forwarder.vp8 */
+typedef struct {
+    int valid;
+    int pic_at, pic_bits, tl0_at;
+    unsigned pic, tl0;
+} vp8_ids;
+
+static void vp8_parse(const uint8_t *d, size_t size, vp8_ids *o)
+{
+    size_t pos = 2;
+    memset(o, 0, sizeof *o);
+    o->pic_at = o->tl0_at = -1;
+    if (size < 2 || !(d[0] & 0x80))
+        return;
+    if (d[1] & 0x80) {
+        if (pos >= size)
+            return;
+        if (d[pos] & 0x80) {
+            if (pos + 1 >= size)
+                return;
+            o->pic_at = (int)pos;
+            o->pic_bits = 15;
+            o->pic = ((unsigned)(d[pos] & 0x7F) << 8) | d[pos + 1];
+            pos += 2;
+        } else {
+            o->pic_at = (int)pos;
+            o->pic_bits = 7;
+            o->pic = d[pos] & 0x7F;
+            pos += 1;
+        }
+    }
+    if (d[1] & 0x40) {
+        if (pos >= size) {
+            o->pic_at = -1;
+            return;
+        }
+        o->tl0_at = (int)pos;
+        o->tl0 = d[pos];
+    }
+    o->valid = o->pic_at >= 0 || o->tl0_at >= 0;
+}
+
+static inline int wrap_newer(uint64_t a, uint64_t b, int bits)
+{
+    uint64_t mask = (1ull << bits) - 1, d = (a - b) & mask;
+    return d > 0 && d < (1ull << (bits - 1));
+}
+
+/* Forwarder.vp8 on the copy of the payload at `out` (nc locked). */
+static void vp8_rewrite(NativeConsumerObject *nc, const vp8_ids *ids, uint8_t *out)
+{
+    uint64_t pic = 0, tl0 = 0;
+    if (nc->vp8_sync) {
+        nc->vp8_sync = 0;
+        if (ids->pic_at >= 0) {
+            uint64_t mod = (1ull << ids->pic_bits) - 1;
+            nc->pic_offset = nc->has_last_pic ? (int64_t)(((uint64_t)nc->last_pic + 1 - ids->pic) & mod) : 0;
+        }
+        if (ids->tl0_at >= 0)
+            nc->tl0_offset = nc->has_last_tl0 ? (int64_t)(((uint64_t)nc->last_tl0 + 1 - ids->tl0) & 0xFF) : 0;
+    }
+    if (ids->pic_at >= 0) {
+        uint64_t mask = (1ull << ids->pic_bits) - 1;
+        pic = (ids->pic + (uint64_t)nc->pic_offset) & mask;
+        if (!nc->has_last_pic || wrap_newer(pic, (uint64_t)nc->last_pic & mask, ids->pic_bits)) {
+            nc->last_pic = (int64_t)pic;
+            nc->has_last_pic = 1;
+        }
+    }
+    if (ids->tl0_at >= 0) {
+        tl0 = (ids->tl0 + (uint64_t)nc->tl0_offset) & 0xFF;
+        if (!nc->has_last_tl0 || wrap_newer(tl0, (uint64_t)nc->last_tl0, 8)) {
+            nc->last_tl0 = (int64_t)tl0;
+            nc->has_last_tl0 = 1;
+        }
+    }
+    if (!nc->pic_offset && !nc->tl0_offset)
+        return;
+    if (ids->pic_at >= 0) {
+        if (ids->pic_bits == 15) {
+            out[ids->pic_at] = (uint8_t)(0x80 | (pic >> 8));
+            out[ids->pic_at + 1] = (uint8_t)pic;
+        } else {
+            out[ids->pic_at] = (uint8_t)(pic & 0x7F);
+        }
+    }
+    if (ids->tl0_at >= 0)
+        out[ids->tl0_at] = (uint8_t)tl0;
+}
+
 typedef struct {
     const uint8_t *payload;
     size_t payload_len;
@@ -1297,6 +1433,7 @@ typedef struct {
     const uint8_t *level;
     unsigned level_len;
     int has_level;
+    vp8_ids vp8; /* where the payload's PictureID / TL0PICIDX are (vp8.parse_ids) */
 } fan_packet;
 
 /* Send queued packets: one sendmmsg per run of packets on the same socket (the
@@ -1422,6 +1559,8 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
         buf[11] = (uint8_t)nc->ssrc;
         memcpy(buf + 12, block, (size_t)block_len);
         memcpy(buf + 12 + block_len, p->payload, p->payload_len);
+        if (p->vp8.valid)
+            vp8_rewrite(nc, &p->vp8, buf + 12 + block_len);
         len = 12 + block_len + (int)p->payload_len;
         plen = en_srtp_protect(&nc->srtp, buf, (size_t)len);
         if (plen < 0) {
@@ -1463,7 +1602,7 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
 static PyObject *Fanout_forward(FanoutObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     /* forward(data, marker, pt, seq, ts, payload_offset, payload_length, keyframe,
-     *         abs_send_time, audio_level, now) -> int */
+     *         abs_send_time, audio_level, now, vp8=False) -> int */
     Py_buffer data;
     fan_packet p;
     Py_buffer ast = {0}, level = {0};
@@ -1476,10 +1615,10 @@ static PyObject *Fanout_forward(FanoutObject *self, PyObject *const *args, Py_ss
     Py_ssize_t i, n = self->n, total = 0;
     PyObject *result = NULL;
 
-    if (nargs != 11) {
+    if (nargs != 11 && nargs != 12) {
         PyErr_SetString(PyExc_TypeError,
                         "forward(data, marker, pt, seq, ts, payload_offset, payload_length, "
-                        "keyframe, abs_send_time, audio_level, now)");
+                        "keyframe, abs_send_time, audio_level, now, vp8=False)");
         return NULL;
     }
     if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
@@ -1519,6 +1658,13 @@ static PyObject *Fanout_forward(FanoutObject *self, PyObject *const *args, Py_ss
         goto done;
     p.payload = (const uint8_t *)data.buf + off;
     p.payload_len = (size_t)plen;
+    if (nargs == 12) {
+        int vp8 = PyObject_IsTrue(args[11]);
+        if (vp8 < 0)
+            goto done;
+        if (vp8)
+            vp8_parse(p.payload, p.payload_len, &p.vp8);
+    }
     if (plen == 0 || n == 0) { /* padding-only probes carry nothing for a viewer */
         result = PyLong_FromLong(0);
         goto done;

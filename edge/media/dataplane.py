@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from .rtp import RtpHeader, abs_send_time, build_packet
+from .vp8 import parse_ids
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -42,6 +43,7 @@ class PythonDataPlane:
         level = (
             header.extensions.get(producer.audio_level_id) if producer.audio_level_id else None
         )
+        ids = parse_ids(payload) if getattr(producer, "vp8", False) else None
         blocks: dict[tuple[object, ...], bytes] = {}
         marker = header.marker
         pt_in = header.payload_type
@@ -68,7 +70,7 @@ class PythonDataPlane:
                 timestamp=mapped[1],
                 ssrc=consumer.ssrc,
                 extension_block=block,
-                payload=payload,
+                payload=payload if ids is None else consumer.forwarder.vp8(payload, ids),
             )
             transport = consumer.transport
             protected = transport.protect_rtp(packet)

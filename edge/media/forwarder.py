@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 
 from .rtp import seq_diff, seq_newer
+from .vp8 import Vp8Ids, newer, write_ids
 
 
 class Forwarder:
@@ -28,6 +29,11 @@ class Forwarder:
         "started",
         "floor_seq",
         "key_seq",
+        "vp8_sync",
+        "pic_offset",
+        "tl0_offset",
+        "last_pic",
+        "last_tl0",
     )
 
     def __init__(self, *, video: bool, clock_rate: int) -> None:
@@ -48,6 +54,37 @@ class Forwarder:
         # Outgoing seq of the latest keyframe's first packet (video): a NACK for
         # a packet before it is not served, since nothing after it needs it.
         self.key_seq: int | None = None
+        # VP8 PictureID / TL0PICIDX continuity (edge/media/vp8.py): offsets are
+        # set again on the first VP8 packet after each (re)start (vp8_sync).
+        self.vp8_sync = True
+        self.pic_offset = 0
+        self.tl0_offset = 0
+        self.last_pic: int | None = None  # last PictureID sent (15-bit space)
+        self.last_tl0: int | None = None
+
+    def vp8(self, payload: bytes, ids: Vp8Ids) -> bytes:
+        """``payload`` (a VP8 packet just mapped) with this consumer's continuous
+        PictureID and TL0PICIDX."""
+        if self.vp8_sync:
+            self.vp8_sync = False
+            if ids.picture_id_at >= 0:
+                mod = (1 << ids.picture_id_bits) - 1
+                self.pic_offset = 0 if self.last_pic is None else (self.last_pic + 1 - ids.picture_id) & mod
+            if ids.tl0_at >= 0:
+                self.tl0_offset = 0 if self.last_tl0 is None else (self.last_tl0 + 1 - ids.tl0) & 0xFF
+        pic = tl0 = 0
+        if ids.picture_id_at >= 0:
+            bits = ids.picture_id_bits
+            pic = (ids.picture_id + self.pic_offset) & ((1 << bits) - 1)
+            if self.last_pic is None or newer(pic, self.last_pic & ((1 << bits) - 1), bits):
+                self.last_pic = pic
+        if ids.tl0_at >= 0:
+            tl0 = (ids.tl0 + self.tl0_offset) & 0xFF
+            if self.last_tl0 is None or newer(tl0, self.last_tl0, 8):
+                self.last_tl0 = tl0
+        if not self.pic_offset and not self.tl0_offset:
+            return payload
+        return write_ids(payload, ids, pic, tl0)
 
     def stale(self, seq: int) -> bool:
         """A packet from before the latest keyframe: not worth a retransmission."""
@@ -93,3 +130,4 @@ class Forwarder:
             self.ts_offset = (self.last_ts + elapsed - ts) & 0xFFFFFFFF
         self.floor_seq = (seq + self.seq_offset) & 0xFFFF
         self.started = True
+        self.vp8_sync = True

@@ -311,6 +311,11 @@ def native_consumer_for(consumer: "Consumer") -> Any:
     native.started = current.started
     native.floor_seq = current.floor_seq
     native.key_seq = current.key_seq
+    native.vp8_sync = current.vp8_sync
+    native.pic_offset = current.pic_offset
+    native.tl0_offset = current.tl0_offset
+    native.last_pic = current.last_pic
+    native.last_tl0 = current.last_tl0
     if slot.playout_delay is not None and slot.pd_id:
         native.set_playout_delay(slot.pd_id, slot.playout_delay)
     view = NativeRetransmitView(native)
@@ -453,6 +458,7 @@ class NativeDataPlane:
             abs_send_time(now) if producer.video else None,
             header.extensions.get(level_id) if level_id else None,
             now,
+            getattr(producer, "vp8", False),
         )
 
     def forward_parsed(self, producer: "Producer", data: bytes, parsed: tuple[Any, ...], now: float) -> int:
@@ -481,6 +487,7 @@ class NativeDataPlane:
             abs_send_time(now) if producer.video else None,
             parsed[12] if producer.audio_level_id else None,
             now,
+            getattr(producer, "vp8", False),
         )
 
     def retransmit(self, consumer: "Consumer", sequence_numbers: list[int]) -> int:

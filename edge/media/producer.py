@@ -95,6 +95,11 @@ class Producer:
         return True
 
     @property
+    def vp8(self) -> bool:
+        """Packets need VP8 PictureID/TL0PICIDX continuity per consumer (edge/media/vp8.py)."""
+        return self.video and self.codec.name == "vp8"
+
+    @property
     def simulcast(self) -> bool:
         return bool(self.layers)
 

@@ -78,6 +78,10 @@ class Layer:
         self.producer: object = None  # the Producer this layer belongs to
         self.closed = False
 
+    @property
+    def vp8(self) -> bool:
+        return bool(getattr(self.producer, "vp8", False))
+
     def active(self, now: float, idle: float = 1.0) -> bool:
         return self.ssrc is not None and now - self.last_packet < idle
 

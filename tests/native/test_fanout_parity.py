@@ -40,7 +40,7 @@ from edge.media.rtp import RtpHeader, serialize_extensions
 
 from .rig import KEY_LENGTHS, PROFILES_FOR_TESTS, Rig, SlotSpec, make_producer
 
-FORWARDER = ("started", "seq_offset", "ts_offset", "last_seq", "last_ts", "last_wall", "floor_seq", "key_seq", "waiting_for_keyframe")
+FORWARDER = ("started", "seq_offset", "ts_offset", "last_seq", "last_ts", "last_wall", "floor_seq", "key_seq", "vp8_sync", "pic_offset", "tl0_offset", "last_pic", "last_tl0", "waiting_for_keyframe")
 
 ext_ids = st.one_of(st.none(), st.integers(1, 14), st.integers(1, 14), st.integers(15, 255))
 

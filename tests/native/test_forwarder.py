@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from edge.media.forwarder import Forwarder
 
 STATE = ("video", "clock_rate", "source", "seq_offset", "ts_offset", "last_seq", "last_ts",
-         "last_wall", "started", "floor_seq", "key_seq", "waiting_for_keyframe")
+         "last_wall", "started", "floor_seq", "key_seq", "vp8_sync", "pic_offset", "tl0_offset", "last_pic", "last_tl0", "waiting_for_keyframe")
 
 ops = st.lists(
     st.one_of(
