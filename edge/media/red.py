@@ -11,7 +11,9 @@ instead of 30 %.
 Redundancy costs bandwidth (distance 2 triples the audio bit rate), so the
 distance is chosen per viewer from its loss (``RedPolicy``): 0 on a clean link
 (a RED packet with the primary block only; where every viewer starts), 1 from
-its first NACK or 1 % loss, 2 (at most ``media.audio_red_distance``) from 8 %. A viewer moves between the
+its first NACK or 1 % loss, 2 (at most ``media.audio_red_distance``) from 8 %,
+and never more copies than 35 % of the viewer's bandwidth estimate carries
+(``affordable``): loss from congestion is not cured by sending more. A viewer moves between the
 producer's RedSources of different distances; all of them send the same
 payload type, sequence numbers and timestamps, so a move is seamless.
 
@@ -179,9 +181,17 @@ class RedPolicy:
         wanted = 2 if loss >= LOSS_FOR_TWO else 1 if loss >= LOSS_FOR_ONE else 0
         return min(wanted, self.max_distance)
 
-    def update(self, loss: float, now: float) -> bool:
-        """True when the distance changed."""
+    def update(self, loss: float, now: float, ceiling: int | None = None) -> bool:
+        """True when the distance changed. ``ceiling``: the most the viewer's link
+        can afford now (``affordable``), None if not known."""
         wanted = self.needed(loss)
+        if ceiling is not None and ceiling < self.distance:
+            # The link cannot afford what it gets: less at once.
+            self._less_since = None
+            self.distance = min(wanted, ceiling)
+            return True
+        if ceiling is not None:
+            wanted = min(wanted, ceiling)
         if wanted >= self.distance:
             self._less_since = None
             if wanted == self.distance:
@@ -195,6 +205,20 @@ class RedPolicy:
         self._less_since = None
         self.distance = wanted
         return True
+
+
+# Redundant audio may take at most this share of a viewer's estimate. Loss
+# from congestion is not helped by sending more: on a link that an estimate
+# says is nearly full, the audio goes without redundancy.
+RED_SHARE_OF_ESTIMATE = 0.35
+
+
+def affordable(primary_bitrate: int, estimate: int | None) -> int | None:
+    """The largest distance whose (distance + 1) copies of the audio fit the share
+    of the estimate; None without an estimate or a measured audio rate."""
+    if estimate is None or primary_bitrate <= 0:
+        return None
+    return max(0, int(estimate * RED_SHARE_OF_ESTIMATE // primary_bitrate) - 1)
 
 
 def unused_payload_type(taken: set[int]) -> int:

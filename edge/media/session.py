@@ -25,7 +25,7 @@ from .nack import NackTracker
 from .retransmit import buffer_size
 from .playout import LOSS_THRESHOLD, PlayoutDelay
 from .qoe import ViewerQoe
-from .red import LOSS_FOR_ONE, RedPolicy, RedSource, unused_payload_type
+from .red import LOSS_FOR_ONE, RedPolicy, RedSource, affordable, unused_payload_type
 from .simulcast import Layer
 from .rtp import RtpHeader, seq_diff, unwrap_rtx
 
@@ -599,7 +599,9 @@ class ViewerSession(Session):
         loss = max((c.loss for c in consumers), default=0.0)
         if nacked:
             loss = max(loss, LOSS_FOR_ONE)
-        if not self.red_policy.update(loss, now):
+        copies = self.red_policy.distance + 1
+        primary = sum(c.bitrate for c in consumers if c.red is not None) // copies
+        if not self.red_policy.update(loss, now, affordable(primary, self.qoe.estimate)):
             return
         for consumer in consumers:
             old = consumer.red

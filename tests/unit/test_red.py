@@ -142,3 +142,19 @@ def test_policy_follows_loss_up_at_once_down_after_a_while() -> None:
     # never above the configured maximum
     capped = RedPolicy(1, start=1)
     assert not capped.update(0.5, 0.0) and capped.distance == 1
+
+
+def test_redundancy_never_takes_more_than_its_share_of_the_estimate() -> None:
+    from edge.media.red import affordable
+
+    # 32 kbit/s Opus: three copies need 96k, i.e. an estimate of ~275k.
+    assert affordable(32_000, 300_000) == 2
+    assert affordable(32_000, 150_000) == 0  # 52k: one copy only
+    assert affordable(32_000, 200_000) == 1
+    assert affordable(32_000, None) is None and affordable(0, 300_000) is None
+    policy = RedPolicy(2)
+    assert policy.update(0.3, 0.0, ceiling=1) and policy.distance == 1
+    assert not policy.update(0.3, 1.0, ceiling=1)
+    assert policy.update(0.3, 2.0, ceiling=2) and policy.distance == 2
+    # A crushed estimate (congestion) takes the redundancy back at once.
+    assert policy.update(0.3, 3.0, ceiling=0) and policy.distance == 0
