@@ -16,8 +16,9 @@ its loss and round-trip time, the minimum that covers a repair and one retry:
 
 capped at ``media.playout_delay_max_ms``. It rises at once (on the viewer's
 first NACK, not only at the next tick) and falls only after
-``release_after`` seconds without loss, so a link that loses now and then
-does not make the picture's latency see-saw.
+``release_after`` (20) seconds without loss, so a link that loses now and
+then does not make the picture's latency see-saw: every rise is a visible
+gap (the frames after it wait the difference).
 
 A new viewer starts at ``media.playout_delay_start_ms`` (default 350 ms, a
 repair and a retry at a short RTT): its first loss comes before any report of
@@ -50,7 +51,10 @@ STEP_MS = 10
 class PlayoutDelay:
     ceiling_ms: int  # media.playout_delay_max_ms; 0 = disabled
     start_ms: int = 0  # media.playout_delay_start_ms: asked of every new viewer
-    release_after: float = 10.0  # seconds without loss before the delay falls
+    # Seconds without loss before the delay falls. Raising it again later costs
+    # a visible gap (frames wait the difference), so it falls only after a
+    # spell long enough to say the link is clean, not just quiet for a moment.
+    release_after: float = 20.0
     min_ms: int = 0  # what the viewer is asked for now
     engaged: bool = False  # any value sent yet (from then on every video packet carries one)
     _clean_since: float | None = None

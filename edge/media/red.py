@@ -12,7 +12,7 @@ Redundancy costs bandwidth (distance 2 triples the audio bit rate), so the
 distance is chosen per viewer from its loss (``RedPolicy``): 0 on a clean link
 (a RED packet with the primary block only; where every viewer starts), 1 from
 its first NACK or 1 % loss, 2 (at most ``media.audio_red_distance``) from 8 %,
-and never more copies than 35 % of the viewer's bandwidth estimate carries
+and never more copies than half of the viewer's bandwidth estimate carries
 (``affordable``): loss from congestion is not cured by sending more. A viewer moves between the
 producer's RedSources of different distances; all of them send the same
 payload type, sequence numbers and timestamps, so a move is seamless.
@@ -210,7 +210,7 @@ class RedPolicy:
 # Redundant audio may take at most this share of a viewer's estimate. Loss
 # from congestion is not helped by sending more: on a link that an estimate
 # says is nearly full, the audio goes without redundancy.
-RED_SHARE_OF_ESTIMATE = 0.35
+RED_SHARE_OF_ESTIMATE = 0.5
 
 
 def affordable(primary_bitrate: int, estimate: int | None) -> int | None:
