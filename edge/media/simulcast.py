@@ -141,6 +141,11 @@ class SelectorConfig:
     estimate_hold: float = 2.0  # seconds a fallen estimate must stay below the layer (no loss)
     trend_window: float = 3.0  # seconds over which a rising estimate is seen
     blind_after: float = 4.0  # seconds without any estimate before trials go blind
+    # An estimate below a layer the viewer proved it carries, after this long
+    # without any loss, says nothing about the link (a receive-side estimate a
+    # congestion episode crushed climbs back at a few % a second): trials then
+    # go as if there were none.
+    stale_estimate_after: float = 6.0
 
 
 class LayerSelector:
@@ -159,6 +164,7 @@ class LayerSelector:
         "_below_since",
         "_history",
         "_joined",
+        "_clean_since",
         "trials",
         "failed_trials",
     )
@@ -178,6 +184,7 @@ class LayerSelector:
         self._below_since: float | None = None
         self._history: list[tuple[float, int]] = []  # (time, budget) over the trend window
         self._joined = 0.0
+        self._clean_since: float | None = None  # no loss at all since then
         self.trials = 0
         self.failed_trials = 0
 
@@ -222,6 +229,10 @@ class LayerSelector:
             below = [layer for layer in live if layer.index < current.index]
             return below[-1] if below else live[0]
         known = budget is not None
+        if loss > 0:
+            self._clean_since = None
+        elif self._clean_since is None:
+            self._clean_since = now
         if budget is None and now - self._joined < cfg.blind_after:
             return current  # the viewer's first estimate may still be on its way
         if budget is None:
@@ -315,6 +326,15 @@ class LayerSelector:
         # much past it), so it cannot show room for the next layer: while the
         # viewer takes its current layer without loss and its estimate is not
         # falling, try the next layer (a trial, judged on loss and estimate).
+        stale = (
+            known
+            and self._proven
+            and budget < current.bitrate
+            and self._clean_since is not None
+            and now - self._clean_since >= cfg.stale_estimate_after
+        )
+        if stale:
+            known = False
         base = max(budget if known else 0, current.bitrate, self._proven)
         # With an estimate, it must not say the viewer is short: it is above the
         # current layer, or still rising (a browser's REMB climbs slowly while
@@ -326,7 +346,8 @@ class LayerSelector:
             and now - self._last_down >= self._backoff
             and now - self._last_overuse >= self._backoff
         ):
-            self._trial = (current.index, now, budget if known else 0)
+            # A stale estimate still tells a fall: its value is kept for that.
+            self._trial = (current.index, now, budget if known or stale else 0)
             self._loss_before = loss
             self.trials += 1
             return nxt

@@ -277,3 +277,34 @@ def test_heavy_loss_fails_a_trial_at_once_and_a_proven_layer_survives_random_los
     ls[1].bitrate = 380_000
     assert at(11.0, ls[1], 200_000, loss=0.025) is ls[1]
     assert at(12.0, ls[1], 200_000, loss=0.025) is ls[1]
+
+
+def test_a_crushed_estimate_below_a_proven_layer_goes_stale_after_a_clean_spell() -> None:
+    ls = layers(0.0, 250_000, 350_000, 1_000_000)
+    s = LayerSelector(SelectorConfig(trial_backoff=1.0, trial_hold=2.5, stale_estimate_after=6.0))
+
+    def at(t: float, current: Layer, budget: int | None, loss: float = 0.0) -> Layer:
+        for layer in ls:
+            layer.last_packet = t
+        return s.choose(ls, current, t, budget=budget, loss=loss)
+
+    s.initial(ls, 0.0, None)
+    assert at(4.5, ls[0], None) is ls[1]  # blind trial to h, kept:
+    assert at(7.5, ls[1], 170_000) is ls[1]
+    # The estimate stays at 170k (half of what h proved it carries), no loss: after
+    # 6 s of that it is treated as no estimate at all, and f (2.9 x h) is tried.
+    # (Clean since the first choice at 4.5 s: stale from 10.5 s.)
+    chosen = [at(8.0 + t, ls[1], 170_000) for t in range(4)]
+    assert chosen == [ls[1], ls[1], ls[1], ls[2]]
+    # Any loss in the spell restarts it.
+    s2 = LayerSelector(SelectorConfig(trial_backoff=1.0, trial_hold=2.5, stale_estimate_after=6.0))
+    s2.initial(ls, 0.0, None)
+    for layer in ls:
+        layer.last_packet = 4.5
+    assert s2.choose(ls, ls[0], 4.5, budget=None, loss=0.0) is ls[1]
+    results = []
+    for t in range(8):
+        for layer in ls:
+            layer.last_packet = 7.5 + t
+        results.append(s2.choose(ls, ls[1], 7.5 + t, budget=170_000, loss=0.01 if t == 4 else 0.0))
+    assert all(r is ls[1] for r in results)
