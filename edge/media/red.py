@@ -12,7 +12,8 @@ Redundancy costs bandwidth (distance 2 triples the audio bit rate), so the
 distance is chosen per viewer from its loss (``RedPolicy``): 0 on a clean link
 (a RED packet with the primary block only; where every viewer starts), 1 from
 its first NACK or 1 % loss, 2 (at most ``media.audio_red_distance``) from 8 %,
-and never more copies than half of the viewer's bandwidth estimate carries
+and never more copies than 75 % of the viewer's bandwidth estimate carries
+(audio comes first: video gets what is left)
 (``affordable``): loss from congestion is not cured by sending more. A viewer moves between the
 producer's RedSources of different distances; all of them send the same
 payload type, sequence numbers and timestamps, so a move is seamless.
@@ -143,6 +144,18 @@ class RedSource:
         self.audio_level_id = audio_level_id
         self.consumers: list["Consumer"] = []
         self.packets = 0
+        self._primary_bytes = 0  # Opus bytes (with RTP headers) wrapped so far
+        self._rate = 0
+        self._measured: tuple[float, int] | None = None
+
+    def bitrate(self, now: float) -> int:
+        """The plain stream's bit/s (what one copy costs), measured over >= 0.5 s."""
+        if self._measured is None:
+            self._measured = (now, self._primary_bytes)
+        elif now - self._measured[0] >= 0.5:
+            self._rate = int((self._primary_bytes - self._measured[1]) * 8 / (now - self._measured[0]))
+            self._measured = (now, self._primary_bytes)
+        return self._rate
 
     @property
     def closed(self) -> bool:
@@ -152,6 +165,7 @@ class RedSource:
         """The RED packet of ingress packet ``data``: its header (extensions
         included) with this source's PT, and the RED payload."""
         primary = data[payload_offset : len(data) - padding]
+        self._primary_bytes += payload_offset + len(primary)
         red = self.encoder.encode(self.opus_pt, seq, timestamp, primary)
         header = bytearray(data[:payload_offset])
         header[0] &= 0xDF  # no padding any more
@@ -210,7 +224,7 @@ class RedPolicy:
 # Redundant audio may take at most this share of a viewer's estimate. Loss
 # from congestion is not helped by sending more: on a link that an estimate
 # says is nearly full, the audio goes without redundancy.
-RED_SHARE_OF_ESTIMATE = 0.5
+RED_SHARE_OF_ESTIMATE = 0.75
 
 
 def affordable(primary_bitrate: int, estimate: int | None) -> int | None:

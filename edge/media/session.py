@@ -599,8 +599,7 @@ class ViewerSession(Session):
         loss = max((c.loss for c in consumers), default=0.0)
         if nacked:
             loss = max(loss, LOSS_FOR_ONE)
-        copies = self.red_policy.distance + 1
-        primary = sum(c.bitrate for c in consumers if c.red is not None) // copies
+        primary = sum(c.red.bitrate(now) for c in consumers if c.red is not None)
         if not self.red_policy.update(loss, now, affordable(primary, self.qoe.estimate)):
             return
         for consumer in consumers:

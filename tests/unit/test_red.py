@@ -147,10 +147,10 @@ def test_policy_follows_loss_up_at_once_down_after_a_while() -> None:
 def test_redundancy_never_takes_more_than_its_share_of_the_estimate() -> None:
     from edge.media.red import affordable
 
-    # 32 kbit/s Opus: three copies need 96k, i.e. an estimate of 192k.
-    assert affordable(32_000, 200_000) == 2
-    assert affordable(32_000, 100_000) == 0  # 50k: one copy only
-    assert affordable(32_000, 130_000) == 1
+    # 32 kbit/s Opus: three copies need 96k, i.e. an estimate of 128k.
+    assert affordable(32_000, 130_000) == 2
+    assert affordable(32_000, 60_000) == 0  # 45k: one copy only
+    assert affordable(32_000, 100_000) == 1
     assert affordable(32_000, None) is None and affordable(0, 300_000) is None
     policy = RedPolicy(2)
     assert policy.update(0.3, 0.0, ceiling=1) and policy.distance == 1

@@ -306,5 +306,5 @@ def test_a_crushed_estimate_below_a_proven_layer_goes_stale_after_a_clean_spell(
     for t in range(8):
         for layer in ls:
             layer.last_packet = 7.5 + t
-        results.append(s2.choose(ls, ls[1], 7.5 + t, budget=170_000, loss=0.01 if t == 4 else 0.0))
+        results.append(s2.choose(ls, ls[1], 7.5 + t, budget=170_000, loss=0.01 if t == 2 else 0.0))
     assert all(r is ls[1] for r in results)
