@@ -56,7 +56,7 @@ class MediaConfig:
     dataplane: str = "python"
     # Earlier Opus payloads each audio packet also carries (RFC 2198 RED) to
     # viewers that negotiate it; 0 = no RED. Each step adds one Opus payload.
-    audio_red_distance: int = 2
+    audio_red_distance: int = 3
     # Ceiling of the playout delay the node asks of a viewer on a lossy link
     # (edge/media/playout.py), in ms; 0 = never ask (lowest latency, more freezes).
     playout_delay_max_ms: int = 800

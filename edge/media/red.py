@@ -5,13 +5,14 @@ lossy link therefore hears gaps unless each packet also carries the previous
 ones. Chromium offers ``red/48000/2`` (``a=fmtp:63 111/111``) on every audio
 m-line and decodes it; the node answers it (transport/webrtc.py) and sends
 each Opus packet wrapped in RED with up to ``distance`` earlier payloads.
-With 30 % random loss, distance 2 leaves 0.3³ ≈ 2.7 % of frames missing
+With 30 % random loss, distance 3 leaves 0.3⁴ ≈ 0.8 % of frames missing
 instead of 30 %.
 
 Redundancy costs bandwidth (distance 2 triples the audio bit rate), so the
 distance is chosen per viewer from its loss (``RedPolicy``): 0 on a clean link
 (a RED packet with the primary block only; where every viewer starts), 1 from
-its first NACK or 1 % loss, 2 (at most ``media.audio_red_distance``) from 8 %,
+its first NACK or 1 % loss, 2 from 8 %, 3 from 20 % (at most
+``media.audio_red_distance``),
 and never more copies than 75 % of the viewer's bandwidth estimate carries
 (audio comes first: video gets what is left)
 (``affordable``): loss from congestion is not cured by sending more. A viewer moves between the
@@ -174,9 +175,10 @@ class RedSource:
         return bytes(header) + red
 
 
-# Loss (fraction) from which a viewer gets one redundant block, and two.
+# Loss (fraction) from which a viewer gets one redundant block, two, three.
 LOSS_FOR_ONE = 0.01
 LOSS_FOR_TWO = 0.08
+LOSS_FOR_THREE = 0.2  # 30 % loss leaves 0.3^4 < 1 % of frames unrecoverable
 
 
 class RedPolicy:
@@ -192,7 +194,12 @@ class RedPolicy:
         self._less_since: float | None = None
 
     def needed(self, loss: float) -> int:
-        wanted = 2 if loss >= LOSS_FOR_TWO else 1 if loss >= LOSS_FOR_ONE else 0
+        if loss >= LOSS_FOR_THREE:
+            wanted = 3
+        elif loss >= LOSS_FOR_TWO:
+            wanted = 2
+        else:
+            wanted = 1 if loss >= LOSS_FOR_ONE else 0
         return min(wanted, self.max_distance)
 
     def update(self, loss: float, now: float, ceiling: int | None = None) -> bool:

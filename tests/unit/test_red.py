@@ -139,6 +139,8 @@ def test_policy_follows_loss_up_at_once_down_after_a_while() -> None:
     assert not policy.update(0.0, 10.9)
     assert policy.update(0.0, 11.0) and policy.distance == 0
     assert policy.update(0.02, 12.0) and policy.distance == 1
+    # three from 20 % loss, where the configuration allows it
+    assert RedPolicy(3).needed(0.3) == 3 and RedPolicy(3).needed(0.1) == 2
     # never above the configured maximum
     capped = RedPolicy(1, start=1)
     assert not capped.update(0.5, 0.0) and capped.distance == 1
