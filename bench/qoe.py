@@ -8,7 +8,7 @@ time, audio concealment. Each run is checked against the issue's pass criteria
 (tests/qoe/criteria.py) and the table is written into bench/RESULTS.md
 (between the QoE markers) and printed.
 
-    sudo .venv/bin/python bench/qoe.py [--runs 2] [--plane python|native] [--no-write]
+    sudo .venv/bin/python bench/qoe.py [--runs 2] [--plane python|native|both] [--no-write]
 
 Needs root (network namespaces), Chromium and the test extra (README's test
 command installs them). Not collected by pytest (no test_ prefix).
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import platform
 import sys
 from pathlib import Path
@@ -33,11 +34,14 @@ from tests.qoe.criteria import CRITERIA, SCENARIOS  # noqa: E402
 BEGIN, END = "<!-- qoe:begin -->", "<!-- qoe:end -->"
 
 
+HEADER = [
+    "| profile | plane | run | layers over time (s: layer) | freezes | freeze time | stall rate | audio concealed | criteria |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+]
+
+
 async def measure(runs: int, plane: str) -> list[str]:
-    rows = [
-        "| profile | run | layers over time (s: layer) | freezes | freeze time | stall rate | audio concealed | criteria |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    rows = []
     for name, scenario in SCENARIOS.items():
         for run in range(1, runs + 1):
             result = await browser.run(
@@ -50,7 +54,7 @@ async def measure(runs: int, plane: str) -> list[str]:
             layers = " ".join(f"{t}:{rid}" for t, rid in result.layers())
             s = result.summary()
             row = (
-                f"| {name} | {run} | {layers} | {s['freezes']} | {s['freeze_s']} s | "
+                f"| {name} | {plane} | {run} | {layers} | {s['freezes']} | {s['freeze_s']} s | "
                 f"{s['stall_rate']:.1%} | {s['audio_concealed']:.1%} | {'<br>'.join(checks)} |"
             )
             print(row, flush=True)
@@ -65,9 +69,10 @@ def write(rows: list[str], runs: int, plane: str) -> None:
         [
             BEGIN,
             f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
-            f"{platform.node()} ({platform.machine()}, kernel {platform.release()}), {plane} plane, "
+            f"{platform.node()} ({platform.machine()}, kernel {platform.release()}, {os.cpu_count()} cores), "
             f"{runs} run(s) per profile, with `sudo .venv/bin/python bench/qoe.py --runs {runs} --plane {plane}`.",
             "",
+            *HEADER,
             *rows,
             END,
         ]
@@ -83,10 +88,11 @@ def write(rows: list[str], runs: int, plane: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--plane", choices=["python", "native"], default="python")
+    ap.add_argument("--plane", choices=["python", "native", "both"], default="both")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    rows = asyncio.run(measure(args.runs, args.plane))
+    planes = ["python", "native"] if args.plane == "both" else [args.plane]
+    rows = [row for plane in planes for row in asyncio.run(measure(args.runs, plane))]
     if not args.no_write:
         write(rows, args.runs, args.plane)
 

@@ -2,8 +2,8 @@
 
 Each check takes a Chromium viewer's result (tests/qoe/browser.py: the
 browser's own freeze counters and decoded sizes) and returns (passed, what was
-measured). bench/qoe.py tabulates all of them; tests/qoe asserts the ones the
-node meets today (see docs/weak-networks.md and bench/RESULTS.md for the rest).
+measured). tests/qoe/test_profiles.py asserts all of them; bench/qoe.py
+tabulates them into bench/RESULTS.md.
 """
 
 from __future__ import annotations

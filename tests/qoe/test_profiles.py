@@ -1,13 +1,11 @@
-"""Weak-network profiles end to end, measured by the viewer (headless Chromium).
+"""Weak-network profiles end to end, judged by the issue's pass criteria.
 
-Node, simulcast publisher and Chromium each in their own network namespace;
-the profile (tests/impair) on the viewer's link. The figures come from the
-browser's own getStats(): decoded frames and sizes, freeze counters.
-
-These tests assert the adaptation the node does today. The issue's full pass
-criteria (stall rate < 2 % on 3G, freeze time < 2 % at 10 % loss, ...) are
-all evaluated by `bench/qoe.py` into bench/RESULTS.md, where the ones not met
-yet are marked FAIL; see docs/weak-networks.md "Not built yet".
+Node, simulcast publisher and headless Chromium each in their own network
+namespace; the profile (tests/impair) on the viewer's link. The figures come
+from the browser's own getStats(): decoded frames and sizes, freeze counters,
+audio concealment (tests/qoe/browser.py). Every criterion of the issue's table
+(tests/qoe/criteria.py: CRITERIA) is asserted here, and a few facts behind
+them: bench/qoe.py tabulates the same checks into bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from .browser import BrowserQoe, run
-from .criteria import SCENARIOS, keeps_decoding, low_or_mid_within, recovers_after, steps_up_within
+from .criteria import CRITERIA, SCENARIOS
 
 pytestmark = pytest.mark.browser
 
@@ -25,46 +23,41 @@ async def scenario(name: str) -> BrowserQoe:
     return await run(s.profile, s.seconds, clear_at=s.clear_at)
 
 
-def holds(result: BrowserQoe, check: object) -> None:
-    ok, measured = check(result)  # type: ignore[operator]
-    assert ok, f"{measured}; layers {result.layers()}; {result.summary()}"
+def meets_every_criterion(name: str, result: BrowserQoe) -> None:
+    failed = []
+    for label, check in CRITERIA[name].items():
+        ok, measured = check(result)
+        if not ok:
+            failed.append(f"{label}: {measured}")
+    assert not failed, f"{name}: {failed}; layers {result.layers()}; {result.summary()}"
 
 
-async def test_3g_viewer_gets_a_low_or_mid_layer_and_keeps_playing() -> None:
+async def test_3g() -> None:
     result = await scenario("3G")
-    holds(result, low_or_mid_within(5))
-    holds(result, keeps_decoding(8))
+    meets_every_criterion("3G", result)
     # The top layer (1 Mbit/s) never stays: a 1 Mbit/s link cannot carry it with audio.
     assert result.layer_at(result.seconds) in {"q", "h"}, result.layers()
 
 
-async def test_lossy_viewer_keeps_decoding_and_its_nacks_are_served() -> None:
+async def test_lossy() -> None:
     result = await scenario("lossy")
-    holds(result, keeps_decoding(10))
+    meets_every_criterion("lossy", result)
+    # The repairs are the node's: the browser NACKed, and what it NACKed arrived.
     assert result.last["nackCount"] > 0
-    # Every packet the browser NACKed was repaired in time to count as received.
     assert result.last["packetsLost"] <= result.last["nackCount"]
     assert result.metrics["edge_nack_served_total"] > 0
 
 
-async def test_very_lossy_then_clean_video_recovers_within_2_s() -> None:
+async def test_very_lossy() -> None:
     result = await scenario("very lossy")
-    holds(result, recovers_after(8, 2))
+    meets_every_criterion("very lossy", result)
 
 
-async def test_bandwidth_drop_steps_down_and_back_up() -> None:
+async def test_bandwidth_drop() -> None:
     result = await scenario("bandwidth drop")
-    # Before the drop the viewer climbed above the lowest layer...
-    top_before = result.layer_at(10)
-    assert top_before in {"h", "f"}, result.layers()
-    # ...during the 500 kbit/s phase it was moved to a layer that fits...
-    assert result.first_time({"q"} if top_before == "h" else {"q", "h"}, after=10) is not None
-    low = [rid for t, rid in result.layers() if 10 < t <= 20]
-    assert low and low[-1] in {"q", "h"}, result.layers()
-    # ...and within 15 s of the link coming back it climbs again.
-    holds(result, steps_up_within(20, 15))
+    meets_every_criterion("bandwidth drop", result)
 
 
-async def test_jitter_viewer_keeps_decoding() -> None:
+async def test_jitter() -> None:
     result = await scenario("jitter")
-    holds(result, keeps_decoding(10))
+    meets_every_criterion("jitter", result)
