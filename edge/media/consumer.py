@@ -29,7 +29,7 @@ from .rtp import serialize_extensions
 if TYPE_CHECKING:
     from .producer import Producer
     from .red import RedSource
-    from .session import ViewerSession
+    from .viewer_session import ViewerSession
 
 _ids = itertools.count(1)
 

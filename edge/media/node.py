@@ -26,7 +26,9 @@ from .dataplane import DataPlane, create_dataplane
 from .producer import Producer
 from .participant import Participant
 from .room import Room
-from .session import PublisherSession, Session, ViewerSession
+from .publisher_session import PublisherSession
+from .session import Session
+from .viewer_session import ViewerSession
 
 log = get_logger("edge.media")
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .consumer import Consumer
-    from .session import ViewerSession
+    from .viewer_session import ViewerSession
 
 POOR_LOSS = 0.10
 FAIR_LOSS = 0.02

@@ -9,7 +9,7 @@ from .participant import Participant
 
 if TYPE_CHECKING:
     from .producer import Producer
-    from .session import ViewerSession
+    from .viewer_session import ViewerSession
 
 
 class Room:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..media.node import MediaNode
     from ..media.producer import Producer
-    from ..media.session import PublisherSession
+    from ..media.publisher_session import PublisherSession
 
 log = get_logger("edge.recording")
 
