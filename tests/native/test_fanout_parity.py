@@ -314,13 +314,32 @@ def test_fanout_output_decrypts_for_the_viewer() -> None:
         rig.close()
 
 
+def video_scenario(slots: list[SlotSpec], ops: list[tuple], *, first_seq: int, seed: int) -> dict[str, Any]:
+    """A fixed video scenario: two producers on SSRC 42 (PT 96), every slot on the first."""
+    return {
+        "kind": "video",
+        "producers": [{"ssrc": 42, "pt": 96, "level_id": None, "seq": first_seq, "ts": 1}] * 2,
+        "slots": slots,
+        "initial": [0] * len(slots),
+        "presets": [None] * len(slots),
+        "now": 1.7e9,
+        "seed": seed,
+        "ops": ops,
+    }
+
+
+def both_planes(sc: dict[str, Any]) -> tuple[Any, Any]:
+    """(Python plane's trace, native plane's trace) of one scenario."""
+    from edge.media.native_plane import NativeDataPlane
+
+    return execute(PythonDataPlane(), sc), execute(NativeDataPlane(), sc)
+
+
 def test_retransmit_serves_identical_bytes() -> None:
     """300 packets into rings of 64 and 1024, then NACKs for recent, evicted,
     repeated and never-sent sequence numbers: both planes serve the same
     packets, byte for byte, and count them the same."""
     from pylibsrtp import Policy
-
-    from edge.media.native_plane import NativeDataPlane
 
     slots = [
         SlotSpec("video", 1000 + i, "1", 96, 4, 2, None, ring, profile, bytes([i]) * KEY_LENGTHS[profile], None)
@@ -334,18 +353,7 @@ def test_retransmit_serves_identical_bytes() -> None:
     ]
     nacks = [("nack", k, offsets, "relative") for k in (0, 1) for offsets in ([0, 1, 2, 3], list(range(0, 40, 3)), [5, 5, 5], [63, 64, 65, 200, 299, 300, 1023])]
     nacks += [("nack", k, [-1, 70000, 65536]) for k in (0, 1)]
-    sc = {
-        "kind": "video",
-        "producers": [{"ssrc": 42, "pt": 96, "level_id": None, "seq": 65400, "ts": 1}] * 2,
-        "slots": slots,
-        "initial": [0, 0],
-        "presets": [None, None],
-        "now": 1.7e9,
-        "seed": 7,
-        "ops": forwards + nacks,
-    }
-    expected = execute(PythonDataPlane(), sc)
-    got = execute(NativeDataPlane(), sc)
+    expected, got = both_planes(video_scenario(slots, forwards + nacks, first_seq=65400, seed=7))
     assert got == expected
     served = [t[1] for t in expected[0] if t[0] == "nack"]
     # ring 64 holds the last 64 packets, ring 1024 all 300 (offsets 0..299)
@@ -395,8 +403,6 @@ def test_nacks_from_before_the_latest_keyframe_are_not_served() -> None:
     served, in either plane; NACKs from the keyframe on are."""
     from pylibsrtp import Policy
 
-    from edge.media.native_plane import NativeDataPlane
-
     profile = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
     slots = [SlotSpec("video", 1000, "1", 96, 4, 2, None, 1024, profile, bytes(KEY_LENGTHS[profile]), None)]
     # 40 packets; keyframes start at packets 0 and 30.
@@ -406,17 +412,6 @@ def test_nacks_from_before_the_latest_keyframe_are_not_served() -> None:
     ]
     # relative offsets from the newest (39): 35 and 20 are before packet 30, 5 and 9 after.
     nacks = [("nack", 0, [5, 9, 20, 35], "relative"), ("nack", 0, [0, 1, 2], "relative")]
-    sc = {
-        "kind": "video",
-        "producers": [{"ssrc": 42, "pt": 96, "level_id": None, "seq": 100, "ts": 1}] * 2,
-        "slots": slots,
-        "initial": [0],
-        "presets": [None],
-        "now": 1.7e9,
-        "seed": 3,
-        "ops": forwards + nacks,
-    }
-    expected = execute(PythonDataPlane(), sc)
-    got = execute(NativeDataPlane(), sc)
+    expected, got = both_planes(video_scenario(slots, forwards + nacks, first_seq=100, seed=3))
     assert got == expected
     assert [t[1] for t in expected[0] if t[0] == "nack"] == [2, 3]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 
 from edge.media.simulcast import Layer, LayerSelector, SelectorConfig
@@ -110,6 +112,17 @@ def layers(now: float, *rates: int) -> list[Layer]:
     return out
 
 
+def stepper(s: LayerSelector, ls: list[Layer]) -> Callable[..., Layer]:
+    """``at(t, current, budget, loss)``: every layer live at ``t``, then the selector's choice."""
+
+    def at(t: float, current: Layer, budget: int | None, loss: float = 0.0) -> Layer:
+        for layer in ls:
+            layer.last_packet = t
+        return s.choose(ls, current, t, budget=budget, loss=loss)
+
+    return at
+
+
 def test_initial_layer_is_the_best_fitting_or_the_lowest() -> None:
     ls = layers(100.0, 150_000, 500_000, 1_500_000)
     s = LayerSelector()
@@ -166,11 +179,7 @@ def test_a_silent_layer_sends_its_consumers_below() -> None:
 def test_trial_steps_up_while_loss_free_and_backs_off_on_failure() -> None:
     ls = layers(0.0, 150_000, 500_000, 1_000_000)
     s = LayerSelector(SelectorConfig(trial_backoff=4.0, trial_hold=3.0, trial_grace=1.2))
-
-    def at(t: float, current: Layer, budget: int | None, loss: float = 0.0) -> Layer:
-        for layer in ls:
-            layer.last_packet = t
-        return s.choose(ls, current, t, budget=budget, loss=loss)
+    at = stepper(s, ls)
 
     assert s.initial(ls, 1.0, None) is ls[0]
     # h does not fit a 250k estimate, but the viewer takes q without loss: try h
@@ -230,11 +239,7 @@ def test_a_crushed_estimate_does_not_fail_a_trial_that_keeps_it() -> None:
     estimate falling further, not on the estimate being below the old layer."""
     ls = layers(0.0, 150_000, 300_000, 1_000_000)
     s = LayerSelector(SelectorConfig(trial_backoff=1.0, trial_hold=2.5, trial_grace=1.2))
-
-    def at(t: float, current: Layer, budget: int | None, loss: float = 0.0) -> Layer:
-        for layer in ls:
-            layer.last_packet = t
-        return s.choose(ls, current, t, budget=budget, loss=loss)
+    at = stepper(s, ls)
 
     s.initial(ls, 0.0, None)
     assert at(0.2, ls[0], 50_000) is ls[0]
@@ -260,11 +265,7 @@ def test_a_crushed_estimate_does_not_fail_a_trial_that_keeps_it() -> None:
 def test_heavy_loss_fails_a_trial_at_once_and_a_proven_layer_survives_random_loss() -> None:
     ls = layers(0.0, 150_000, 350_000, 1_000_000)
     s = LayerSelector(SelectorConfig(trial_backoff=1.0, trial_hold=2.5, trial_grace=1.2))
-
-    def at(t: float, current: Layer, budget: int | None, loss: float = 0.0) -> Layer:
-        for layer in ls:
-            layer.last_packet = t
-        return s.choose(ls, current, t, budget=budget, loss=loss)
+    at = stepper(s, ls)
 
     s.initial(ls, 0.0, None)
     assert at(4.5, ls[0], None) is ls[1]  # blind trial to h
@@ -282,11 +283,7 @@ def test_heavy_loss_fails_a_trial_at_once_and_a_proven_layer_survives_random_los
 def test_a_crushed_estimate_below_a_proven_layer_goes_stale_after_a_clean_spell() -> None:
     ls = layers(0.0, 250_000, 350_000, 1_000_000)
     s = LayerSelector(SelectorConfig(trial_backoff=1.0, trial_hold=2.5, stale_estimate_after=6.0))
-
-    def at(t: float, current: Layer, budget: int | None, loss: float = 0.0) -> Layer:
-        for layer in ls:
-            layer.last_packet = t
-        return s.choose(ls, current, t, budget=budget, loss=loss)
+    at = stepper(s, ls)
 
     s.initial(ls, 0.0, None)
     assert at(4.5, ls[0], None) is ls[1]  # blind trial to h, kept:
