@@ -974,57 +974,8 @@ NC_INT64_FIELD(tl0_offset)
 NC_OPTIONAL_FIELD(last_pic, has_last_pic)
 NC_OPTIONAL_FIELD(last_tl0, has_last_tl0)
 
-static PyObject *nc_get_key_seq(NativeConsumerObject *self, void *c)
-{
-    int has;
-    int64_t v;
-    pthread_mutex_lock(&self->lock);
-    has = self->has_key;
-    v = self->key_seq;
-    pthread_mutex_unlock(&self->lock);
-    if (!has)
-        Py_RETURN_NONE;
-    return PyLong_FromLongLong(v);
-}
-
-static int nc_set_key_seq(NativeConsumerObject *self, PyObject *value, void *c)
-{
-    int64_t v = 0;
-    int has = value != Py_None;
-    if (has && get_i64(value, &v, "key_seq") < 0)
-        return -1;
-    pthread_mutex_lock(&self->lock);
-    self->has_key = has;
-    self->key_seq = v;
-    pthread_mutex_unlock(&self->lock);
-    return 0;
-}
-
-static PyObject *nc_get_last_seq(NativeConsumerObject *self, void *c)
-{
-    int has;
-    int64_t v;
-    pthread_mutex_lock(&self->lock);
-    has = self->has_last_seq;
-    v = self->last_seq;
-    pthread_mutex_unlock(&self->lock);
-    if (!has)
-        Py_RETURN_NONE;
-    return PyLong_FromLongLong(v);
-}
-
-static int nc_set_last_seq(NativeConsumerObject *self, PyObject *value, void *c)
-{
-    int64_t v = 0;
-    int has = value != Py_None;
-    if (has && get_i64(value, &v, "last_seq") < 0)
-        return -1;
-    pthread_mutex_lock(&self->lock);
-    self->has_last_seq = has;
-    self->last_seq = v;
-    pthread_mutex_unlock(&self->lock);
-    return 0;
-}
+NC_OPTIONAL_FIELD(key_seq, has_key)
+NC_OPTIONAL_FIELD(last_seq, has_last_seq)
 
 static PyObject *nc_get_last_wall(NativeConsumerObject *self, void *c)
 {

@@ -310,14 +310,10 @@ class WhepViewer:
 
     async def wait_raw(self, kind: str, count: int, timeout: float = 20.0) -> list[bytes]:
         """Until ``count`` RTP packets of ``kind`` arrived (decodable or not)."""
-        deadline = time.monotonic() + timeout
-        while len(self.raw_packets[kind]) < count:
-            self._raw.clear()
-            remaining = deadline - time.monotonic()
-            try:
-                await asyncio.wait_for(self._raw.wait(), max(0.0, remaining))
-            except asyncio.TimeoutError:
-                raise TimeoutError(f"{kind}: {len(self.raw_packets[kind])} of {count} packets") from None
+        await _until(
+            self._raw, lambda: len(self.raw_packets[kind]) >= count, timeout,
+            lambda: f"{kind}: {len(self.raw_packets[kind])} of {count} packets",
+        )
         return self.raw_packets[kind]
 
     def current_size(self) -> tuple[int, int] | None:
@@ -353,14 +349,10 @@ class WhepViewer:
                     self._first_frame.set()
 
     async def wait_frames(self, kind: str, count: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.frames[kind] < count:
-            self._frame.clear()
-            remaining = deadline - time.monotonic()
-            try:
-                await asyncio.wait_for(self._frame.wait(), max(0.0, remaining))
-            except asyncio.TimeoutError:
-                raise TimeoutError(f"{kind}: {self.frames[kind]} of {count} frames decoded") from None
+        await _until(
+            self._frame, lambda: self.frames[kind] >= count, timeout,
+            lambda: f"{kind}: {self.frames[kind]} of {count} frames decoded",
+        )
 
     async def wait_sender_reports(self, streams: int, timeout: float = 15.0) -> None:
         """Until SRs for ``streams`` different SSRCs have arrived."""
@@ -387,6 +379,17 @@ class WhepViewer:
                 await client.delete(
                     self.url + self.location, headers={"Authorization": f"Bearer {self.token}"}
                 )
+
+
+async def _until(event: asyncio.Event, done: Any, timeout: float, progress: Any) -> None:
+    """Until ``done()``, woken by ``event``; TimeoutError saying ``progress()`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        event.clear()
+        try:
+            await asyncio.wait_for(event.wait(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise TimeoutError(progress()) from None
 
 
 RED_PT = 63

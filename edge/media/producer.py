@@ -77,6 +77,8 @@ class Producer:
             layer.producer = self
         self.layer_by_rid = {layer.rid: layer for layer in self.layers}
         self.created_at = time.time()
+        self._rate = 0
+        self._measured: tuple[float, int] | None = None
         self.order = next(_order)
         self.closed = False
 
@@ -93,6 +95,16 @@ class Producer:
         self.codec = codec
         self.stats.clock_rate = codec.clock_rate
         return True
+
+    def bitrate(self, now: float) -> int:
+        """Ingress bit/s (RTP bytes), measured over at least 0.5 s; 0 until then."""
+        packets, octets = self.packets_in()
+        if self._measured is None:
+            self._measured = (now, octets)
+        elif now - self._measured[0] >= 0.5:
+            self._rate = int((octets - self._measured[1]) * 8 / (now - self._measured[0]))
+            self._measured = (now, octets)
+        return self._rate
 
     @property
     def vp8(self) -> bool:

@@ -312,10 +312,8 @@ class PublisherSession(Session):
         layer.pending.clear()
 
     def on_rtcp(self, data: bytes) -> None:
-        try:
-            packets = rtcp.parse_rtcp(data)
-        except ValueError:
-            self._dropped("malformed_rtcp")
+        packets = self._parse_rtcp(data)
+        if packets is None:
             return
         for packet in packets:
             if isinstance(packet, rtcp.SenderReport):

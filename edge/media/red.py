@@ -145,18 +145,6 @@ class RedSource:
         self.audio_level_id = audio_level_id
         self.consumers: list["Consumer"] = []
         self.packets = 0
-        self._primary_bytes = 0  # Opus bytes (with RTP headers) wrapped so far
-        self._rate = 0
-        self._measured: tuple[float, int] | None = None
-
-    def bitrate(self, now: float) -> int:
-        """The plain stream's bit/s (what one copy costs), measured over >= 0.5 s."""
-        if self._measured is None:
-            self._measured = (now, self._primary_bytes)
-        elif now - self._measured[0] >= 0.5:
-            self._rate = int((self._primary_bytes - self._measured[1]) * 8 / (now - self._measured[0]))
-            self._measured = (now, self._primary_bytes)
-        return self._rate
 
     @property
     def closed(self) -> bool:
@@ -166,7 +154,6 @@ class RedSource:
         """The RED packet of ingress packet ``data``: its header (extensions
         included) with this source's PT, and the RED payload."""
         primary = data[payload_offset : len(data) - padding]
-        self._primary_bytes += payload_offset + len(primary)
         red = self.encoder.encode(self.opus_pt, seq, timestamp, primary)
         header = bytearray(data[:payload_offset])
         header[0] &= 0xDF  # no padding any more
@@ -202,9 +189,13 @@ class RedPolicy:
             wanted = 1 if loss >= LOSS_FOR_ONE else 0
         return min(wanted, self.max_distance)
 
-    def update(self, loss: float, now: float, ceiling: int | None = None) -> bool:
+    def update(
+        self, loss: float, now: float, ceiling: int | None = None, raise_ceiling: int | None = None
+    ) -> bool:
         """True when the distance changed. ``ceiling``: the most the viewer's link
-        can afford now (``affordable``), None if not known."""
+        affords now (``affordable``), None if not known; ``raise_ceiling``: the
+        most it affords with a margin, which a rise must also respect (so that
+        an estimate wobbling around a threshold does not flip the distance)."""
         wanted = self.needed(loss)
         if ceiling is not None and ceiling < self.distance:
             # The link cannot afford what it gets: less at once.
@@ -213,6 +204,8 @@ class RedPolicy:
             return True
         if ceiling is not None:
             wanted = min(wanted, ceiling)
+        if wanted > self.distance and raise_ceiling is not None:
+            wanted = max(self.distance, min(wanted, raise_ceiling))
         if wanted >= self.distance:
             self._less_since = None
             if wanted == self.distance:
@@ -234,12 +227,16 @@ class RedPolicy:
 RED_SHARE_OF_ESTIMATE = 0.75
 
 
-def affordable(primary_bitrate: int, estimate: int | None) -> int | None:
+# A rise must fit this much below the share (hysteresis against a wobbling estimate).
+RAISE_MARGIN = 0.8
+
+
+def affordable(primary_bitrate: int, estimate: int | None, margin: float = 1.0) -> int | None:
     """The largest distance whose (distance + 1) copies of the audio fit the share
-    of the estimate; None without an estimate or a measured audio rate."""
+    of ``margin`` x the estimate; None without an estimate or a measured audio rate."""
     if estimate is None or primary_bitrate <= 0:
         return None
-    return max(0, int(estimate * RED_SHARE_OF_ESTIMATE // primary_bitrate) - 1)
+    return max(0, int(estimate * margin * RED_SHARE_OF_ESTIMATE // primary_bitrate) - 1)
 
 
 def unused_payload_type(taken: set[int]) -> int:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..observability.logging import get_logger
 from ..transport.webrtc import MediaSection, WebRtcTransport
+from . import rtcp
 
 log = get_logger("edge.media")
 
@@ -45,6 +46,14 @@ class Session:
 
     def _dropped(self, reason: str) -> None:
         self.node.metrics.dropped.labels(reason).inc()
+
+    def _parse_rtcp(self, data: bytes) -> list[Any] | None:
+        """The packets of an RTCP compound; None (counted as malformed) if it is not one."""
+        try:
+            return rtcp.parse_rtcp(data)
+        except ValueError:
+            self._dropped("malformed_rtcp")
+            return None
 
     def on_rtp(self, data: bytes, arrival_ms: int) -> None:
         self._dropped("unexpected_rtp")

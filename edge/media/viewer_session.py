@@ -20,7 +20,7 @@ from .producer import Producer
 from .retransmit import buffer_size
 from .playout import LOSS_THRESHOLD, PlayoutDelay
 from .qoe import ViewerQoe
-from .red import LOSS_FOR_ONE, RedPolicy, RedSource, affordable, unused_payload_type
+from .red import LOSS_FOR_ONE, RAISE_MARGIN, RedPolicy, RedSource, affordable, unused_payload_type
 from .rtp import seq_diff
 from .session import Session
 
@@ -114,8 +114,13 @@ class ViewerSession(Session):
         loss = max((c.loss for c in consumers), default=0.0)
         if nacked:
             loss = max(loss, LOSS_FOR_ONE)
-        primary = sum(c.red.bitrate(now) for c in consumers if c.red is not None)
-        if not self.red_policy.update(loss, now, affordable(primary, self.qoe.estimate)):
+        # What one copy costs: the producer's own ingress rate, the same whichever
+        # RED copy (distance) the consumer is on now.
+        primary = sum(c.producer.bitrate(now) for c in consumers if c.red is not None)
+        estimate = self.qoe.estimate
+        if not self.red_policy.update(
+            loss, now, affordable(primary, estimate), affordable(primary, estimate, RAISE_MARGIN)
+        ):
             return
         for consumer in consumers:
             old = consumer.red
@@ -270,10 +275,8 @@ class ViewerSession(Session):
             if not outcome.others:
                 return
             natively = True
-        try:
-            packets = rtcp.parse_rtcp(data)
-        except ValueError:
-            self._dropped("malformed_rtcp")
+        packets = self._parse_rtcp(data)
+        if packets is None:
             return
         for packet in packets:
             if isinstance(packet, rtcp.Nack):

@@ -158,5 +158,9 @@ def test_redundancy_never_takes_more_than_its_share_of_the_estimate() -> None:
     assert policy.update(0.3, 0.0, ceiling=1) and policy.distance == 1
     assert not policy.update(0.3, 1.0, ceiling=1)
     assert policy.update(0.3, 2.0, ceiling=2) and policy.distance == 2
-    # A crushed estimate (congestion) takes the redundancy back at once.
+    # A crushed estimate (congestion) takes the redundancy back at once...
     assert policy.update(0.3, 3.0, ceiling=0) and policy.distance == 0
+    # ...and an estimate that only just affords more again does not flip it back up.
+    assert not policy.update(0.3, 3.1, ceiling=1, raise_ceiling=0) and policy.distance == 0
+    assert policy.update(0.3, 3.2, ceiling=2, raise_ceiling=1) and policy.distance == 1
+    assert affordable(32_000, 200_000, 0.8) == 2 and affordable(32_000, 130_000, 0.8) == 1
