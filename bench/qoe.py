@@ -44,9 +44,15 @@ async def measure(runs: int, plane: str) -> list[str]:
     rows = []
     for name, scenario in SCENARIOS.items():
         for run in range(1, runs + 1):
-            result = await browser.run(
-                scenario.profile, scenario.seconds, clear_at=scenario.clear_at, plane=plane
-            )
+            try:
+                result = await browser.run(
+                    scenario.profile, scenario.seconds, clear_at=scenario.clear_at, plane=plane
+                )
+            except Exception as exc:  # a run that never got going is a row too, not the end
+                row = f"| {name} | {plane} | {run} | - | - | - | - | - | FAIL the run itself: {type(exc).__name__}: {str(exc)[:120]} |"
+                print(row, flush=True)
+                rows.append(row)
+                continue
             checks = []
             for label, check in CRITERIA[name].items():
                 ok, measured = check(result)

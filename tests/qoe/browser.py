@@ -120,6 +120,9 @@ class BrowserQoe:
         }
 
 
+JOIN_TIMEOUT_MS = 150_000
+
+
 def _network_changed(exc: Exception) -> bool:
     text = str(exc)
     return any(
@@ -136,6 +139,12 @@ async def open_viewer(page: Any, url: str, attempts: int = 5) -> None:
     itself (the same URL: "interrupted by another navigation", or the
     page's context destroyed under a wait). Either way the page to wait for is
     the one Chromium ends up on; a new navigation is made only when it is not ours.
+
+    Joining can take long on the 30 %-loss link: a DTLS flight of several
+    packets gets through a third of the time and the retransmission timers
+    back off exponentially (1, 2, 4, 8, 16, 32 s), so about one join in five
+    needs a minute or more there. The wait for the first frame allows for it;
+    the profile's measurements start at the first frame.
     """
     for attempt in range(attempts):
         try:
@@ -144,7 +153,7 @@ async def open_viewer(page: Any, url: str, attempts: int = 5) -> None:
             await page.wait_for_load_state("load")
             await page.wait_for_function(
                 "window.view && (window.view.t.firstDecoded !== undefined || window.view.phase === 'error')",
-                timeout=60_000, polling=100,
+                timeout=JOIN_TIMEOUT_MS, polling=100,
             )
             return
         except Exception as exc:
