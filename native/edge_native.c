@@ -1740,7 +1740,7 @@ typedef struct {
     NativeConsumerObject *nc;
     long long budget;
     int send;
-    unsigned long long requested, throttled, served, first;
+    unsigned long long requested, throttled, served, first, stale;
 } nack_target;
 
 static inline uint32_t be32(const uint8_t *p)
@@ -1854,6 +1854,7 @@ static void nack_serve_all(const uint8_t *d, size_t len, nack_target *t, Py_ssiz
                     if (!nc_stale(c->nc, lost[i]))
                         lost[kept++] = lost[i];
                 }
+                c->stale += n - kept;
                 pthread_mutex_unlock(&c->nc->lock);
                 n = kept;
             }
@@ -1870,7 +1871,7 @@ static void nack_serve_all(const uint8_t *d, size_t len, nack_target *t, Py_ssiz
 }
 
 /* serve_nacks(data, ssrcs, natives, budgets, send_ok)
- *     -> (status, [(requested, throttled, served, first)])
+ *     -> (status, [(requested, throttled, served, first, stale)])
  *
  * status -1: the compound is malformed (as parse_rtcp frames it, or a NACK is
  * malformed); nothing was served. 0: it held only generic NACKs, all handled.
@@ -1970,8 +1971,8 @@ static PyObject *native_serve_nacks(PyObject *m, PyObject *const *args, Py_ssize
     if (per == NULL)
         goto done;
     for (k = 0; k < nt; k++) {
-        PyObject *item =
-            Py_BuildValue("(KKKK)", t[k].requested, t[k].throttled, t[k].served, t[k].first);
+        PyObject *item = Py_BuildValue("(KKKKK)", t[k].requested, t[k].throttled, t[k].served,
+                                       t[k].first, t[k].stale);
         if (item == NULL) {
             Py_CLEAR(per);
             goto done;
@@ -2011,7 +2012,8 @@ static PyMethodDef module_methods[] = {
      "abs_send_time(now) -> bytes: the 3-byte abs-send-time value (edge.media.rtp)."},
     {"serve_nacks", (PyCFunction)(void (*)(void))native_serve_nacks, METH_FASTCALL,
      "serve_nacks(data, ssrcs, natives, budgets, send_ok) -> (status, [(requested, throttled, "
-     "served, first), ...]): a viewer's generic NACKs resent from the rings (see native_plane.py)."},
+     "served, first, stale), ...]): a viewer's generic NACKs resent from the rings (see "
+     "native_plane.py)."},
     {NULL}};
 
 static struct PyModuleDef native_module = {

@@ -206,7 +206,8 @@ def serve_nacks(data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
     viewer's current consumers (``slot.consumer`` of each slot). For each NACK,
     in order, naming a consumer's SSRC: its sequence numbers (PID, then the BLP
     bits) are counted in ``consumer.nack_requests``, those of sent packets NACKed
-    for the first time in ``consumer.nacked_packets``; at most
+    for the first time in ``consumer.nacked_packets``; those from before the
+    latest keyframe sent are dropped (not served, not budgeted); at most
     ``consumer.nack_budget`` of them (the first ones) are re-sent from the
     slot's ring with sendmmsg and taken off the budget, the rest are
     throttled; ``consumer.retransmitted`` gets what was re-sent. The same
@@ -226,10 +227,12 @@ def serve_nacks(data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
     if status < 0:
         return NackOutcome(malformed=True, others=False)
     outcome = NackOutcome(malformed=False, others=status == 1)
-    for consumer, (requested, throttled, served, first) in zip(consumers, per):
+    for consumer, (requested, throttled, served, first, stale) in zip(consumers, per):
         if not requested:
             continue
-        asked = requested - throttled
+        # As the Python path: requests from before the latest keyframe are
+        # neither served nor taken off the budget nor counted as missed.
+        asked = requested - stale - throttled
         consumer.nack_requests += requested
         consumer.nacked_packets += first
         consumer.nack_budget -= asked

@@ -230,7 +230,7 @@ def reference_nacks(data: bytes, rings: list[dict[int, bytes]], budgets: list[in
         packets = rtcp.parse_rtcp(data)
     except ValueError:
         return None
-    per = [[0, 0, 0, 0] for _ in rings]  # requested, throttled, served, first NACKs
+    per = [[0, 0, 0, 0, 0] for _ in rings]  # requested, throttled, served, first NACKs, stale
     sent: list[list[bytes]] = [[] for _ in rings]
     nacked: list[set[int]] = [set() for _ in rings]
     budgets = list(budgets)
@@ -355,6 +355,14 @@ def test_serve_nacks_wrapper_keeps_the_consumer_books() -> None:
         nc.ring_put(10 + 64, b"p74")
         serve_nacks(bytes(rtcp.Nack(1, 0x1111, [74])), [consumer])  # type: ignore[list-item]
         assert consumer.nacked_packets == 8
+        # A keyframe started at 14: 12 and 13 are stale, neither served nor budgeted nor missed.
+        nc.key_seq = 14
+        consumer.nack_budget = 5
+        drain(sink)
+        outcome = serve_nacks(bytes(rtcp.Nack(1, 0x1111, [12, 13, 14, 15])), [consumer])  # type: ignore[list-item]
+        assert (outcome.received, outcome.served, outcome.throttled, outcome.missed) == (4, 2, 0, 0)
+        assert consumer.nack_budget == 3
+        assert drain(sink) == [b"p14", b"p15"]
     finally:
         sender.close()
         sink.close()
