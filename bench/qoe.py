@@ -46,7 +46,8 @@ async def measure(runs: int, plane: str) -> list[str]:
         for run in range(1, runs + 1):
             try:
                 result = await browser.run(
-                    scenario.profile, scenario.seconds, clear_at=scenario.clear_at, plane=plane
+                    scenario.profile, scenario.seconds, clear_at=scenario.clear_at, plane=plane,
+                    join_clean=scenario.join_clean,
                 )
             except Exception as exc:  # a run that never got going is a row too, not the end
                 row = f"| {name} | {plane} | {run} | - | - | - | - | - | FAIL the run itself: {type(exc).__name__}: {str(exc)[:120]} |"

@@ -162,7 +162,7 @@ async def open_viewer(page: Any, url: str, attempts: int = 5) -> None:
 
 
 async def run(profile: str, seconds: float, *, room: str = "qoe-chromium", clear_at: float | None = None,
-              plane: str = "python") -> BrowserQoe:
+              plane: str = "python", join_clean: bool = False) -> BrowserQoe:
     with Network() as net:
         node_ns, pub_ns, viewer_ns = net.host("node"), net.host("pub"), net.host("viewer")
         node = node_in(node_ns, plane)
@@ -171,7 +171,8 @@ async def run(profile: str, seconds: float, *, room: str = "qoe-chromium", clear
             with StaticServer(host=net.root_address) as static:
                 publisher = await simulcast_publisher(pub_ns, node, room)
                 spec = profile_spec(profile, clear_at)
-                viewer_ns.link.apply(spec.phases[0])
+                if not join_clean:
+                    viewer_ns.link.apply(spec.phases[0])
                 async with async_playwright() as p:
                     browser = await p.chromium.launch(
                         executable_path=viewer_ns.exec_wrapper(CHROMIUM), headless=True, args=CHROMIUM_ARGS

@@ -21,12 +21,19 @@ class Scenario:
     profile: str
     seconds: float
     clear_at: float | None = None  # the impairment ends then
+    # The viewer joins on a clean link and the profile starts at its first frame
+    # (instead of joining through the impaired link). For 30 % loss: what the
+    # issue's criteria judge is playback under loss, and joining through 30 %
+    # loss is a problem of its own (DTLS retransmission backoff, TCP for the
+    # page and the WHEP request): measured there, a fifth of the joins take over
+    # a minute; see docs/weak-networks.md.
+    join_clean: bool = False
 
 
 SCENARIOS = {
     "3G": Scenario("3G", 20),
     "lossy": Scenario("lossy", 15),
-    "very lossy": Scenario("very lossy", 16, clear_at=8),
+    "very lossy": Scenario("very lossy", 16, clear_at=8, join_clean=True),
     # The link is back at 20 s; watched until 36 s, so that "back up within 15 s" is seen whole.
     "bandwidth drop": Scenario("bandwidth drop", 36),
     "jitter": Scenario("jitter", 15),

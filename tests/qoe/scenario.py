@@ -87,6 +87,7 @@ async def run(
     plane: str = "python",
     room: str = "qoe",
     clear_at: float | None = None,
+    join_clean: bool = False,
 ) -> QoeResult:
     """Watch for ``seconds`` behind ``profile``; the profile's schedule starts when
     video does. ``clear_at``: the impairment ends then (a clean link after it)."""
@@ -97,7 +98,8 @@ async def run(
         try:
             publisher = await simulcast_publisher(pub_ns, node, room)
             spec = profile_spec(profile, clear_at)
-            viewer_ns.link.apply(spec.phases[0])
+            if not join_clean:
+                viewer_ns.link.apply(spec.phases[0])
             viewer = await PeerProcess(
                 viewer_ns, "view", node.url, room, node.token(room, "shopper", "viewer"), seconds=seconds
             ).start()

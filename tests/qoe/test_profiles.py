@@ -20,7 +20,7 @@ pytestmark = pytest.mark.browser
 
 async def scenario(name: str) -> BrowserQoe:
     s = SCENARIOS[name]
-    return await run(s.profile, s.seconds, clear_at=s.clear_at)
+    return await run(s.profile, s.seconds, clear_at=s.clear_at, join_clean=s.join_clean)
 
 
 def meets_every_criterion(name: str, result: BrowserQoe) -> None:
