@@ -61,7 +61,7 @@ class MediaConfig:
     # (edge/media/playout.py), in ms; 0 = never ask (lowest latency, more freezes).
     playout_delay_max_ms: int = 800
     # What every new viewer is asked for until its link proves clean (then 0).
-    playout_delay_start_ms: int = 350
+    playout_delay_start_ms: int = 450
 
 
 @dataclass(slots=True)

@@ -10,9 +10,9 @@ an inter-frame gap over max(3 x the mean, mean + 150 ms)). On a 3G link
 The RTP playout-delay extension (http://www.webrtc.org/experiments/rtp-hdrext/
 playout-delay: 12-bit min and max, 10 ms units) lets the sender raise the
 receiver's minimum playout delay. ``PlayoutDelay`` decides, per viewer, from
-its loss and round-trip time, the minimum that covers a repair and one retry:
+its loss and round-trip time, the minimum that covers a repair and two retries:
 
-    needed = 2 x max(RTT, 100 ms) + 150 ms        (while the viewer loses packets)
+    needed = 3 x max(RTT, 100 ms) + 150 ms        (while the viewer loses packets)
 
 capped at ``media.playout_delay_max_ms``. It rises at once (on the viewer's
 first NACK, not only at the next tick) and falls only after
@@ -20,8 +20,8 @@ first NACK, not only at the next tick) and falls only after
 then does not make the picture's latency see-saw: every rise is a visible
 gap (the frames after it wait the difference).
 
-A new viewer starts at ``media.playout_delay_start_ms`` (default 350 ms, a
-repair and a retry at a short RTT): its first loss comes before any report of
+A new viewer starts at ``media.playout_delay_start_ms`` (default 450 ms, a
+repair and two retries at a short RTT): its first loss comes before any report of
 it, and on a lossy link that first freeze is already too many (the issue's
 10 %-loss profile allows 0.3 s of freezes in 15 s). After ``release_after``
 clean seconds it falls to zero: a clean viewer ends at the browser's own
@@ -41,6 +41,10 @@ LOSS_THRESHOLD = 0.01
 # a receive-only peer has no measurement).
 RETRY_FLOOR_S = 0.1
 MARGIN_S = 0.15
+# Round trips a packet may need before playout: the repair and two retries (at
+# 10 % loss each way a round trip fails 19 % of the time: two failures in a row
+# are 3.6 % of losses, a freeze each with room for one retry only).
+REPAIRS = 3
 # The max the node sends: the browsers' own default ceiling (10 s), so that the
 # extension only raises the floor and never limits their jitter buffer.
 MAX_DELAY_MS = 10_000
@@ -72,7 +76,7 @@ class PlayoutDelay:
         if loss < LOSS_THRESHOLD:
             return 0
         retry = max(rtt or 0.0, RETRY_FLOOR_S)
-        ms = int((2 * retry + MARGIN_S) * 1000)
+        ms = int((REPAIRS * retry + MARGIN_S) * 1000)
         ms = -(-ms // STEP_MS) * STEP_MS  # up to the extension's 10 ms unit
         return min(ms, self.ceiling_ms)
 

@@ -227,8 +227,10 @@ class RedPolicy:
 RED_SHARE_OF_ESTIMATE = 0.75
 
 
-# A rise must fit this much below the share (hysteresis against a wobbling estimate).
+# Hysteresis against a wobbling estimate: a rise must fit 0.8 x the estimate,
+# and only what does not fit even 1.25 x the estimate is taken back at once.
 RAISE_MARGIN = 0.8
+KEEP_MARGIN = 1.25
 
 
 def affordable(primary_bitrate: int, estimate: int | None, margin: float = 1.0) -> int | None:

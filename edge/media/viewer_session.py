@@ -20,7 +20,15 @@ from .producer import Producer
 from .retransmit import buffer_size
 from .playout import LOSS_THRESHOLD, PlayoutDelay
 from .qoe import ViewerQoe
-from .red import LOSS_FOR_ONE, RAISE_MARGIN, RedPolicy, RedSource, affordable, unused_payload_type
+from .red import (
+    KEEP_MARGIN,
+    LOSS_FOR_ONE,
+    RAISE_MARGIN,
+    RedPolicy,
+    RedSource,
+    affordable,
+    unused_payload_type,
+)
 from .rtp import seq_diff
 from .session import Session
 
@@ -119,7 +127,7 @@ class ViewerSession(Session):
         primary = sum(c.producer.bitrate(now) for c in consumers if c.red is not None)
         estimate = self.qoe.estimate
         if not self.red_policy.update(
-            loss, now, affordable(primary, estimate), affordable(primary, estimate, RAISE_MARGIN)
+            loss, now, affordable(primary, estimate, KEEP_MARGIN), affordable(primary, estimate, RAISE_MARGIN)
         ):
             return
         for consumer in consumers:

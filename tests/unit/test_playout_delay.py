@@ -16,12 +16,12 @@ def test_a_clean_viewer_is_never_asked_for_a_delay() -> None:
 
 def test_loss_asks_for_a_repair_and_a_retry() -> None:
     p = PlayoutDelay(800)
-    # RTT below browsers' 100 ms retry floor: 2 x 100 + 150.
+    # RTT below browsers' 100 ms retry floor: a repair and two retries, 3 x 100 + 150.
     assert p.update(0.05, 0.01, 0.0)
-    assert p.min_ms == 350
-    assert decode_playout_delay(p.extension_value()) == (350, 10_000)  # type: ignore[arg-type]
-    # A 150 ms RTT (3G): 2 x 150 + 150.
-    assert PlayoutDelay(800).needed_ms(0.02, 0.15) == 450
+    assert p.min_ms == 450
+    assert decode_playout_delay(p.extension_value()) == (450, 10_000)  # type: ignore[arg-type]
+    # A 150 ms RTT (3G): 3 x 150 + 150.
+    assert PlayoutDelay(800).needed_ms(0.02, 0.15) == 600
 
 
 def test_the_ceiling_caps_it_and_zero_disables() -> None:
@@ -34,10 +34,10 @@ def test_the_ceiling_caps_it_and_zero_disables() -> None:
 def test_rises_at_once_falls_after_a_clean_spell() -> None:
     p = PlayoutDelay(800, release_after=10.0)
     p.update(0.05, 0.05, 0.0)
-    assert p.min_ms == 350
-    assert p.update(0.05, 0.2, 1.0) and p.min_ms == 550  # RTT grew: at once
+    assert p.min_ms == 450
+    assert p.update(0.05, 0.2, 1.0) and p.min_ms == 750  # RTT grew: at once
     # Needing less (from t=2 on) lowers it only after 10 s of that.
-    assert not p.update(0.05, 0.05, 2.0) and p.min_ms == 550
+    assert not p.update(0.05, 0.05, 2.0) and p.min_ms == 750
     assert not p.update(0.0, 0.05, 3.0)
     assert not p.update(0.0, 0.05, 11.9)
     assert p.update(0.0, 0.05, 12.0) and p.min_ms == 0
