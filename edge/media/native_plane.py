@@ -197,6 +197,7 @@ class NackOutcome:
     throttled: int = 0  # beyond the consumers' budgets (nack_throttled)
     served: int = 0  # re-sent from the rings (nack_served)
     missed: int = 0  # asked within budget, no longer in the ring (nack_missed)
+    stale: int = 0  # from before the latest keyframe: not served, not budgeted (nack_stale)
 
 
 def serve_nacks(data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
@@ -241,6 +242,7 @@ def serve_nacks(data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
         outcome.throttled += throttled
         outcome.served += served
         outcome.missed += asked - served
+        outcome.stale += stale
     return outcome
 
 

@@ -265,7 +265,10 @@ class LayerSelector:
             # receive-side estimate that a congestion episode crushed stays
             # there for many seconds after the link recovered.)
             fell = settled and known and before > 0 and budget < before * cfg.overuse_drop
-            if lossy or fell:
+            # A trial started blind, and the first estimate to come says even
+            # the layer it came from is too much: believe it.
+            contradicted = known and before == 0 and budget < layers[origin].bitrate * cfg.overuse_drop
+            if lossy or fell or contradicted:
                 # The link could not carry it: back, and wait longer before the next try.
                 self._trial = None
                 self.failed_trials += 1

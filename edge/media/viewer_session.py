@@ -278,6 +278,7 @@ class ViewerSession(Session):
             metrics.nack_throttled.inc(outcome.throttled)
             metrics.nack_served.inc(outcome.served)
             metrics.nack_missed.inc(outcome.missed)
+            metrics.nack_stale.inc(outcome.stale)
             if outcome.received:
                 self._nacked()
             if not outcome.others:
@@ -302,7 +303,9 @@ class ViewerSession(Session):
                 if key is not None:
                     # Packets from before the latest keyframe are not served:
                     # they must not use up the budget of those that are.
-                    asked = [seq for seq in asked if seq_diff(seq, key) >= 0]
+                    fresh = [seq for seq in asked if seq_diff(seq, key) >= 0]
+                    metrics.nack_stale.inc(len(asked) - len(fresh))
+                    asked = fresh
                 if len(asked) > consumer.nack_budget:
                     metrics.nack_throttled.inc(len(asked) - consumer.nack_budget)
                     asked = asked[: consumer.nack_budget]

@@ -49,6 +49,11 @@ class NodeMetrics:
         self.nack_missed = Counter(
             "edge_nack_missed", "NACKed packets no longer in the RetransmitBuffer", registry=r
         )
+        self.nack_stale = Counter(
+            "edge_nack_stale",
+            "NACKed packets not retransmitted because a newer keyframe made them useless",
+            registry=r,
+        )
         self.nack_throttled = Counter(
             "edge_nack_throttled",
             "NACKed packets not retransmitted because the consumer used its per-second budget",

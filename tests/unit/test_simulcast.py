@@ -287,7 +287,7 @@ def test_a_crushed_estimate_below_a_proven_layer_goes_stale_after_a_clean_spell(
 
     s.initial(ls, 0.0, None)
     assert at(4.5, ls[0], None) is ls[1]  # blind trial to h, kept:
-    assert at(7.5, ls[1], 170_000) is ls[1]
+    assert at(7.5, ls[1], 200_000) is ls[1]
     # The estimate stays at 170k (half of what h proved it carries), no loss: after
     # 6 s of that it is treated as no estimate at all, and f (2.9 x h) is tried.
     # (Clean since the first choice at 4.5 s: stale from 10.5 s.)
@@ -303,5 +303,15 @@ def test_a_crushed_estimate_below_a_proven_layer_goes_stale_after_a_clean_spell(
     for t in range(8):
         for layer in ls:
             layer.last_packet = 7.5 + t
-        results.append(s2.choose(ls, ls[1], 7.5 + t, budget=170_000, loss=0.01 if t == 2 else 0.0))
+        budget = 200_000 if t == 0 else 170_000  # the first estimate does not contradict the trial
+        results.append(s2.choose(ls, ls[1], 7.5 + t, budget=budget, loss=0.01 if t == 2 else 0.0))
     assert all(r is ls[1] for r in results)
+
+
+def test_a_blind_trial_fails_when_the_first_estimate_says_even_the_origin_is_too_much() -> None:
+    ls = layers(0.0, 250_000, 350_000, 1_000_000)
+    s = LayerSelector(SelectorConfig(trial_backoff=1.0, blind_after=4.0))
+    at = stepper(s, ls)
+    s.initial(ls, 0.0, None)
+    assert at(4.5, ls[0], None) is ls[1]  # no estimate yet: a blind trial
+    assert at(5.0, ls[1], 100_000) is ls[0] and s.failed_trials == 1
