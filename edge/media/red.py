@@ -144,7 +144,6 @@ class RedSource:
         self.encoder = RedEncoder(distance)
         self.audio_level_id = audio_level_id
         self.consumers: list["Consumer"] = []
-        self.packets = 0
 
     @property
     def closed(self) -> bool:
@@ -158,7 +157,6 @@ class RedSource:
         header = bytearray(data[:payload_offset])
         header[0] &= 0xDF  # no padding any more
         header[1] = (header[1] & 0x80) | self.payload_type
-        self.packets += 1
         return bytes(header) + red
 
 

@@ -88,17 +88,6 @@ def steps_down_within(at: float, within: float) -> Check:
     return check
 
 
-def steps_up_within(at: float, within: float) -> Check:
-    def check(r: BrowserQoe) -> tuple[bool, str]:
-        before = r.layer_at(at)
-        order = ["q", "h", "f"]
-        higher = set(order[order.index(before) + 1 :]) if before in order else set()
-        t = r.first_time(higher, after=at) if higher else None
-        took = None if t is None else round(t - at, 1)
-        return took is not None and took <= within, f"{before} -> higher after {took} s"
-    return check
-
-
 def back_up_within(drop_at: float, recover_at: float, within: float) -> Check:
     """Back on the layer it had before the drop (or a higher one) within ``within``
     seconds of the link recovering (0 if it never left it or is there already)."""
