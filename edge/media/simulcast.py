@@ -296,10 +296,14 @@ class LayerSelector:
             self._below_since = None
         elif self._below_since is None:
             self._below_since = now
+        # An estimate far below the layer (not just lagging it) is a limit even
+        # without a fall: the viewer got this layer without earning it (its own
+        # layer paused, or it joined on a stale rate) and says it cannot take it.
+        far_below = room < current.bitrate * cfg.overuse_drop
         congested = below and (
             loss > cfg.loss_up_max
             or (
-                now - self._last_overuse < cfg.overuse_memory
+                (far_below or now - self._last_overuse < cfg.overuse_memory)
                 and now - self._below_since >= cfg.estimate_hold  # type: ignore[operator]
             )
         )

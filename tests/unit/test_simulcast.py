@@ -315,3 +315,21 @@ def test_a_blind_trial_fails_when_the_first_estimate_says_even_the_origin_is_too
     s.initial(ls, 0.0, None)
     assert at(4.5, ls[0], None) is ls[1]  # no estimate yet: a blind trial
     assert at(5.0, ls[1], 100_000) is ls[0] and s.failed_trials == 1
+
+
+def test_an_estimate_far_below_an_unearned_layer_steps_down_after_the_hold() -> None:
+    """Its own layer paused, the viewer was moved up; a flat estimate far below
+    that layer is a limit: back down once the lower layer is live again."""
+    ls = layers(0.0, 250_000, 500_000, 1_500_000)
+    s = LayerSelector()
+    at = stepper(s, ls)
+    s.initial(ls, 0.0, 68_000)
+    ls[0].last_packet = -5.0  # q goes quiet: the only live layer left is above
+    for layer in ls[1:]:
+        layer.last_packet = 5.0
+    assert s.choose(ls, ls[0], 5.0, budget=68_000, loss=0.0) is ls[1]
+    # q is back; the estimate stays flat at 68k, far below h: not at once (a dip)...
+    assert at(6.0, ls[1], 68_000) is ls[1]
+    assert at(7.0, ls[1], 68_000) is ls[1]
+    # ...but once it has held below for estimate_hold, down to q.
+    assert at(8.0, ls[1], 68_000) is ls[0]
