@@ -62,6 +62,10 @@ class MediaConfig:
     playout_delay_max_ms: int = 800
     # What every new viewer is asked for until its link proves clean (then 0).
     playout_delay_start_ms: int = 450
+    # Transport-wide congestion control for viewers that offer it (browsers do):
+    # the node stamps every packet, the viewer reports arrivals, and the node's
+    # own delay/loss estimator (edge/media/bwe.py) replaces the viewer's REMB.
+    twcc: bool = True
 
 
 @dataclass(slots=True)

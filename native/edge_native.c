@@ -1,7 +1,7 @@
 /*
  * edge.media._native - the native media data plane (CPython C API).
  *
- * Three types:
+ * Three types here, one in twcc.c:
  *
  *   SrtpContext(profile, key, window_size=1024)
  *       An outbound SRTP session (any SSRC), like pylibsrtp's
@@ -23,6 +23,10 @@
  *       them: Forwarder mapping, PT map, extension block, header rewrite, SRTP
  *       protect, ring store, sendmmsg batches, the per-packet part with the GIL
  *       released. Then it adds to each Consumer's `packets`/`bytes`.
+ *
+ *   TwccHistory (native/twcc.c)
+ *       One viewer's transport-wide send history; NativeConsumer.set_twcc()
+ *       makes the fan-out stamp and record every packet from it.
  *
  * Locking: every NativeConsumer has a mutex guarding its C state. The GIL is
  * never waited for while such a mutex is held, and no Python code runs while
@@ -50,6 +54,7 @@
 
 #include "ingress.h"
 #include "srtp_tx.h"
+#include "twcc.h"
 #include <openssl/crypto.h>
 
 #define CHUNK 64          /* packets per sendmmsg batch in a fan-out */
@@ -324,6 +329,10 @@ typedef struct {
      * 3-byte value, set from Python with set_playout_delay() under the lock. */
     int pd_id;
     uint8_t pd[3];
+    /* Transport-wide congestion control (edge/media/twcc.py): the element id
+     * (0 = none) and the viewer's TwccHistory every packet is stamped from. */
+    int twcc_id;
+    PyObject *twcc;
     en_srtp_tx srtp;
     int srtp_ready;
     int fd;       /* our dup() of the transport's socket, -1 once closed */
@@ -507,12 +516,14 @@ static PyObject *NativeConsumer_new(PyTypeObject *type, PyObject *args, PyObject
 static int NativeConsumer_traverse(NativeConsumerObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->source);
+    Py_VISIT(self->twcc);
     return 0;
 }
 
 static int NativeConsumer_clear(NativeConsumerObject *self)
 {
     Py_CLEAR(self->source);
+    Py_CLEAR(self->twcc);
     return 0;
 }
 
@@ -872,7 +883,32 @@ static PyObject *NativeConsumer_set_playout_delay(NativeConsumerObject *self, Py
     Py_RETURN_NONE;
 }
 
+static PyObject *NativeConsumer_set_twcc(NativeConsumerObject *self, PyObject *args)
+{
+    int id;
+    PyObject *history, *old;
+    if (!PyArg_ParseTuple(args, "iO", &id, &history))
+        return NULL;
+    if (id < 0 || id > 255 || (id && !PyObject_TypeCheck(history, &en_TwccHistoryType))) {
+        PyErr_SetString(PyExc_ValueError, "set_twcc(id 0-255, TwccHistory)");
+        return NULL;
+    }
+    if (!id)
+        history = NULL;
+    Py_XINCREF(history);
+    pthread_mutex_lock(&self->lock);
+    old = self->twcc;
+    self->twcc = history;
+    self->twcc_id = id;
+    pthread_mutex_unlock(&self->lock);
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef NativeConsumer_methods[] = {
+    {"set_twcc", (PyCFunction)NativeConsumer_set_twcc, METH_VARARGS,
+     "set_twcc(id, history): stamp every packet with a transport-wide sequence from history "
+     "(id 0 = stop)."},
     {"set_playout_delay", (PyCFunction)NativeConsumer_set_playout_delay, METH_VARARGS,
      "set_playout_delay(id, value): add the playout-delay element (id 0 = stop) to every packet."},
     {"switch", (PyCFunction)(void (*)(void))NativeConsumer_switch, METH_VARARGS | METH_KEYWORDS,
@@ -1439,7 +1475,9 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
     NativeConsumerObject *owners[CHUNK];
     uint8_t block[MAX_EXT_BLOCK];
     int block_len = 0, have_block = 0;
-    int cache_mid_id = -1, cache_ast_id = -1, cache_level_id = -1;
+    int cache_mid_id = -1, cache_ast_id = -1, cache_level_id = -1, cache_twcc_id = -1;
+    int twcc_at = 0; /* offset of the transport-wide sequence in the block (0 = none) */
+    static const uint8_t twcc_placeholder[2] = {0, 0};
     const NativeConsumerObject *cache_nc = NULL;
     Py_ssize_t i, total = 0;
     int queued = 0;
@@ -1466,15 +1504,20 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
             pthread_mutex_unlock(&nc->lock);
             continue;
         }
-        /* The extension block: consumers with the same layout share one. */
+        /* The extension block: consumers with the same layout share one (the
+         * transport-wide sequence, first in it, is patched per packet). */
+        int twcc_id = nc->twcc != NULL ? nc->twcc_id : 0;
         if (!have_block || nc->mid_id != cache_mid_id || nc->ast_id != cache_ast_id ||
+            twcc_id != cache_twcc_id ||
             nc->level_id != cache_level_id ||
             (nc->mid_id && (cache_nc == NULL || nc->mid_len != cache_nc->mid_len ||
                             memcmp(nc->mid, cache_nc->mid, nc->mid_len) != 0)) ||
             (cache_nc != NULL && (nc->pd_id != cache_nc->pd_id ||
                                   (nc->pd_id && memcmp(nc->pd, cache_nc->pd, 3) != 0)))) {
-            ext_el els[4];
+            ext_el els[5];
             int n = 0;
+            if (twcc_id)
+                n = ext_put(els, n, twcc_id, twcc_placeholder, 2);
             if (nc->mid_id)
                 n = ext_put(els, n, nc->mid_id, nc->mid, nc->mid_len);
             if (nc->ast_id && p->has_ast)
@@ -1484,7 +1527,9 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
             if (nc->pd_id)
                 n = ext_put(els, n, nc->pd_id, nc->pd, 3);
             block_len = serialize_ext(els, n, block);
+            twcc_at = twcc_id && block_len > 0 ? (block[0] == 0xBE ? 5 : 6) : 0;
             have_block = 1;
+            cache_twcc_id = twcc_id;
             cache_mid_id = nc->mid_id;
             cache_ast_id = nc->ast_id;
             cache_level_id = nc->level_id;
@@ -1513,6 +1558,11 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
         if (p->vp8.valid)
             vp8_rewrite(nc, &p->vp8, buf + 12 + block_len);
         len = 12 + block_len + (int)p->payload_len;
+        if (twcc_at) {
+            uint16_t tseq = en_twcc_stamp(nc->twcc, p->now, (uint32_t)len);
+            buf[12 + twcc_at] = (uint8_t)(tseq >> 8);
+            buf[12 + twcc_at + 1] = (uint8_t)tseq;
+        }
         plen = en_srtp_protect(&nc->srtp, buf, (size_t)len);
         if (plen < 0) {
             nc->protect_errors++;
@@ -2070,7 +2120,8 @@ PyMODINIT_FUNC PyInit__native(void)
         PyModule_AddIntConstant(m, "PROFILE_AEAD_AES_256_GCM", EN_SRTP_AEAD_AES_256_GCM) < 0 ||
         PyModule_AddIntConstant(m, "CHUNK", CHUNK) < 0 ||
         PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0 ||
-        PyModule_AddFunctions(m, en_ingress_methods) < 0 || en_ingress_add_types(m, SrtpError) < 0) {
+        PyModule_AddFunctions(m, en_ingress_methods) < 0 || en_ingress_add_types(m, SrtpError) < 0 ||
+        en_twcc_add_types(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

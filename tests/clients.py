@@ -208,6 +208,13 @@ class WhepViewer:
     # (red/48000/2) and the playout-delay extension on video. aiortc itself
     # cannot decode RED: raw_packets has what arrives.
     offer_browser_extras: bool = False
+    # Offer transport-wide congestion control as browsers do, and report every
+    # packet's arrival (TWCC feedback every 100 ms) instead of REMB.
+    twcc: bool = False
+    twcc_id: int | None = None  # the answer's transport-cc extension id
+    twcc_arrivals: dict[int, float] = field(default_factory=dict)  # unwrapped seq -> monotonic arrival
+    twcc_order: list[int] = field(default_factory=list)  # unwrapped seqs as they arrived
+    twcc_feedbacks: int = 0
     raw_packets: dict[str, list[bytes]] = field(default_factory=lambda: {"audio": [], "video": []})
     posted_at: float = 0.0
     first_video_frame_at: float | None = None
@@ -238,6 +245,8 @@ class WhepViewer:
         offer = self.pc.localDescription.sdp
         if self.offer_browser_extras:
             offer = with_browser_extras(offer)
+        if self.twcc:
+            offer = with_transport_cc(offer)
         self.posted_at = time.monotonic()
         async with httpx.AsyncClient() as client:
             r = await client.post(
@@ -257,12 +266,15 @@ class WhepViewer:
         for t in self.pc.getTransceivers():
             kinds[t.mid] = t.kind
         answer_ssrcs = _answer_ssrcs(r.text)
+        self.twcc_id = _answer_extension_id(r.text, EXT_TRANSPORT_CC) if self.twcc else None
         dtls = self.pc.getTransceivers()[0].receiver.transport
         original = dtls._handle_rtp_data
 
         async def record(data: bytes, arrival_time_ms: int) -> None:
             ssrc = struct.unpack_from("!I", data, 8)[0]
             kind = answer_ssrcs.get(ssrc)
+            if self.twcc_id is not None:
+                self._twcc_arrival(data)
             if kind:
                 self.raw_packets[kind].append(data)
                 self._raw.set()
@@ -285,15 +297,56 @@ class WhepViewer:
         original_send = dtls._send_rtp
 
         async def send(data: bytes) -> None:
-            # With a test-set estimate, aiortc's own REMB (PSFB fmt 15) is held back.
-            if self.estimate is not None and len(data) > 1 and data[1] == 206 and data[0] & 0x1F == 15:
+            # With a test-set estimate or TWCC, aiortc's own REMB (PSFB fmt 15) is held back.
+            remb = len(data) > 1 and data[1] == 206 and data[0] & 0x1F == 15
+            if remb and (self.estimate is not None or self.twcc_id is not None):
                 return
             await original_send(data)
 
         dtls._send_rtp = send
         self._send_rtcp = original_send
         self._tasks.append(asyncio.ensure_future(self._report_estimate(dtls, original_send, answer_ssrcs)))
+        if self.twcc_id is not None:
+            self._tasks.append(asyncio.ensure_future(self._report_twcc(original_send)))
         return r
+
+    def _twcc_arrival(self, data: bytes) -> None:
+        from edge.media.rtp import RtpHeader
+
+        value = RtpHeader.parse(data).extensions.get(self.twcc_id)  # type: ignore[arg-type]
+        if value is None or len(value) != 2:
+            return
+        wire = int.from_bytes(value, "big")
+        last = self.twcc_order[-1] if self.twcc_order else wire
+        unwrapped = last + ((wire - last + 0x8000) % 0x10000) - 0x8000
+        if unwrapped not in self.twcc_arrivals:
+            self.twcc_arrivals[unwrapped] = time.monotonic()
+            self.twcc_order.append(unwrapped)
+
+    async def _report_twcc(self, send: Any) -> None:
+        """Feedback as libwebrtc's receiver sends it: every 100 ms, the packets
+        from the first unreported sequence to the highest received, each with
+        its arrival time or as not received."""
+        from edge.media.rtcp import TransportFeedback
+        from edge.media.twcc import TwccFeedback
+
+        base: int | None = None
+        while True:
+            await asyncio.sleep(0.1)
+            if not self.twcc_order:
+                continue
+            if base is None:
+                base = min(self.twcc_arrivals)
+            highest = max(self.twcc_order[-64:])
+            if highest < base:
+                continue
+            arrivals = [self.twcc_arrivals.get(seq) for seq in range(base, highest + 1)]
+            if all(a is None for a in arrivals):
+                continue
+            feedback = TwccFeedback.from_arrivals(base & 0xFFFF, arrivals, self.twcc_feedbacks)
+            await send(bytes(TransportFeedback(sender_ssrc=1, media_ssrc=0, feedback=feedback)))
+            self.twcc_feedbacks += 1
+            base = highest + 1
 
     async def _report_estimate(self, dtls: Any, send: Any, ssrcs: dict[int, str]) -> None:
         from edge.media.rtcp import Remb
@@ -394,6 +447,8 @@ async def _until(event: asyncio.Event, done: Any, timeout: float, progress: Any)
 
 RED_PT = 63
 PLAYOUT_DELAY_ID = 12
+TWCC_ID = 5
+EXT_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 EXT_PLAYOUT_DELAY = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
 
 
@@ -433,6 +488,26 @@ def _sender_reports(data: bytes) -> list[tuple[int, int, int]]:
         return [(p.ssrc, p.ntp_timestamp, p.rtp_timestamp) for p in parse_rtcp(data) if isinstance(p, SenderReport)]
     except ValueError:
         return []
+
+
+def with_transport_cc(sdp: str) -> str:
+    """An offer with transport-wide congestion control on every m-line, as
+    Chromium offers it: the header extension and ``a=rtcp-fb:<pt> transport-cc``."""
+    out: list[str] = []
+    for line in sdp.split("\r\n"):
+        out.append(line)
+        if line.startswith("a=mid:"):
+            out.append(f"a=extmap:{TWCC_ID} {EXT_TRANSPORT_CC}")
+        elif line.startswith("a=rtpmap:") and "/rtx/" not in line.lower() and " rtx/" not in line.lower():
+            out.append(f"a=rtcp-fb:{line[9:].split(' ', 1)[0]} transport-cc")
+    return "\r\n".join(out)
+
+
+def _answer_extension_id(sdp: str, uri: str) -> int | None:
+    for line in sdp.splitlines():
+        if line.startswith("a=extmap:") and line.split(" ", 1)[1].strip() == uri:
+            return int(line[9:].split(" ", 1)[0].split("/", 1)[0])
+    return None
 
 
 def _answer_ssrcs(sdp: str) -> dict[int, str]:

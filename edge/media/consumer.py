@@ -18,6 +18,7 @@ from ..transport.webrtc import (
     EXT_AUDIO_LEVEL,
     EXT_MID,
     EXT_PLAYOUT_DELAY,
+    EXT_TRANSPORT_CC,
     MediaSection,
     WebRtcTransport,
 )
@@ -29,6 +30,7 @@ from .rtp import serialize_extensions
 if TYPE_CHECKING:
     from .producer import Producer
     from .red import RedSource
+    from .twcc import TwccHistory
     from .viewer_session import ViewerSession
 
 _ids = itertools.count(1)
@@ -68,23 +70,38 @@ class ConsumerSlot:
         self.ast_id = ext.get(EXT_ABS_SEND_TIME)
         self.level_id = ext.get(EXT_AUDIO_LEVEL)
         self.pd_id = ext.get(EXT_PLAYOUT_DELAY)
+        self.twcc_id = ext.get(EXT_TRANSPORT_CC)
+        # The viewer's transport-wide history every packet is stamped from
+        # (edge/media/twcc.py), once the viewer negotiated transport-cc.
+        self.twcc: "TwccHistory | None" = None
         # The playout-delay value every packet carries (edge/media/playout.py); None = none.
         self.playout_delay: bytes | None = None
         # The RED payload type this viewer negotiated for audio (edge/media/red.py).
         red = next((c for c in section.codecs if c.name == "red"), None)
         self.red_pt = red.payload_type if red is not None else None
-        # Consumers with equal keys can share one extension block per packet.
-        self.ext_key: tuple[object, ...] = (self.mid_id, section.mid, self.ast_id, self.level_id, None)
+        # Consumers with equal keys can share one extension block per packet
+        # (with TWCC, a template whose sequence is patched per packet).
+        self.ext_key: tuple[object, ...] = (self.mid_id, section.mid, self.ast_id, self.level_id, None, None)
 
     def set_playout_delay(self, value: bytes) -> None:
         """Carry this playout-delay value on every packet from now on (both planes)."""
         if not self.pd_id:
             return
         self.playout_delay = value
-        self.ext_key = (*self.ext_key[:4], value)
+        self.ext_key = (*self.ext_key[:4], value, self.ext_key[5])
         native = getattr(self.forwarder, "set_playout_delay", None)
         if native is not None:
             native(self.pd_id, value)
+
+    def set_twcc(self, history: "TwccHistory") -> None:
+        """Stamp every packet with a transport-wide sequence from ``history`` (both planes)."""
+        if not self.twcc_id:
+            return
+        self.twcc = history
+        self.ext_key = (*self.ext_key[:5], self.twcc_id)
+        native = getattr(self.forwarder, "set_twcc", None)
+        if native is not None:
+            native(self.twcc_id, history)
 
     def payload_type_map(self, producer: "Producer") -> dict[int, int]:
         """Producer PT -> this slot's PT, for every codec both sides negotiated."""
@@ -105,7 +122,11 @@ class ConsumerSlot:
         return producer.kind == self.kind and producer.codec.payload_type in self.payload_type_map(producer)
 
     def extension_block(self, abs_send_time: bytes | None, audio_level: bytes | None) -> bytes:
+        """The block every packet of this slot carries. With TWCC, its sequence is
+        the first element, zero here: ``stamp_twcc`` patches it per packet."""
         elements: dict[int, bytes] = {}
+        if self.twcc is not None and self.twcc_id:
+            elements[self.twcc_id] = b"\0\0"
         if self.mid_id:
             elements[self.mid_id] = self.section.mid.encode()
         if self.ast_id and abs_send_time is not None:
@@ -115,6 +136,12 @@ class ConsumerSlot:
         if self.pd_id and self.playout_delay is not None:
             elements[self.pd_id] = self.playout_delay
         return serialize_extensions(elements)
+
+
+def stamp_twcc(block: bytes, sequence: int) -> bytes:
+    """``block`` (from ``extension_block``, TWCC first) carrying ``sequence``."""
+    at = 5 if block[0] == 0xBE else 6  # after the 4-byte header and a 1- or 2-byte element header
+    return block[:at] + (sequence & 0xFFFF).to_bytes(2, "big") + block[at + 2 :]
 
 
 class Consumer:

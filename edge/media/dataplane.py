@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from .consumer import stamp_twcc
 from .rtp import RtpHeader, abs_send_time, build_packet
+from .twcc import TwccHistory
 from .vp8 import parse_ids
 
 if TYPE_CHECKING:
@@ -28,9 +30,15 @@ class DataPlane(Protocol):
     def retransmit(self, consumer: "Consumer", sequence_numbers: list[int]) -> int:
         """Re-send NACKed packets from the consumer's RetransmitBuffer; return how many."""
 
+    def twcc_history(self) -> TwccHistory:
+        """A new transport-wide send history for one viewer (stamped by this plane)."""
+
 
 class PythonDataPlane:
     name = "python"
+
+    def twcc_history(self) -> TwccHistory:
+        return TwccHistory()
 
     def forward(
         self, producer: "Producer", data: bytes, header: RtpHeader, keyframe: bool, now: float
@@ -63,6 +71,11 @@ class PythonDataPlane:
             block = blocks.get(slot.ext_key)
             if block is None:
                 block = blocks[slot.ext_key] = slot.extension_block(ast, level)
+            body = payload if ids is None else consumer.forwarder.vp8(payload, ids)
+            twcc = slot.twcc
+            if twcc is not None:
+                # Transport-wide sequence, allocated and recorded at send (edge/media/twcc.py).
+                block = stamp_twcc(block, twcc.send(now, 12 + len(block) + len(body)))
             packet = build_packet(
                 marker=marker,
                 payload_type=pt,
@@ -70,7 +83,7 @@ class PythonDataPlane:
                 timestamp=mapped[1],
                 ssrc=consumer.ssrc,
                 extension_block=block,
-                payload=payload if ids is None else consumer.forwarder.vp8(payload, ids),
+                payload=body,
             )
             transport = consumer.transport
             protected = transport.protect_rtp(packet)

@@ -18,7 +18,10 @@ What runs where
    Python's ``random`` exactly as ``Forwarder._rebase`` would (same calls, same
    order, so a seeded ``random`` gives identical streams in both planes);
 2. without the GIL, per consumer: the Forwarder mapping, the PT map, the
-   extension block (mid, abs-send-time, audio level with the consumer's ids),
+   extension block (mid, abs-send-time, audio level, playout delay with the
+   consumer's ids; for a viewer that negotiated transport-cc, the next
+   transport-wide sequence from its ``TwccHistory`` (native/twcc.c), recorded
+   with the send time as ``TwccHistory.send`` does in the Python plane),
    the header rewrite, SRTP protect with the consumer's own context, the store
    into its retransmit ring, and the sends: packets are queued and written with
    ``sendmmsg``, one call per run of packets on the same socket (the same
@@ -133,6 +136,7 @@ log = get_logger("edge.media")
 NativeConsumer = _native.NativeConsumer
 Fanout = _native.Fanout
 SrtpReceiver = _native.SrtpReceiver
+TwccHistory = _native.TwccHistory
 RtpParser = _native.RtpParser
 SrtpError = _native.SrtpError
 
@@ -323,6 +327,8 @@ def native_consumer_for(consumer: "Consumer") -> Any:
     native.last_tl0 = current.last_tl0
     if slot.playout_delay is not None and slot.pd_id:
         native.set_playout_delay(slot.pd_id, slot.playout_delay)
+    if slot.twcc is not None and slot.twcc_id:
+        native.set_twcc(slot.twcc_id, slot.twcc)
     view = NativeRetransmitView(native)
     slot.forwarder = native  # type: ignore[assignment]
     slot.retransmit = view  # type: ignore[assignment]
@@ -359,6 +365,10 @@ class NativeDataPlane:
         # counts move to _retired so the counters stay monotonic.
         self._receivers: list[tuple[Any, Any]] = []
         self._retired: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+
+    def twcc_history(self) -> Any:
+        """A viewer's transport-wide send history, stamped inside the C fan-out."""
+        return TwccHistory()
 
     def rtp_parser(self, sections: Iterable[MediaSection]) -> Any:
         """The RtpParser PublisherSession.on_rtp uses for its known streams."""

@@ -165,6 +165,7 @@ class MediaNode:
                 send=not publish,
                 audio_red=media.audio_red_distance > 0,
                 playout_delay=media.playout_delay_max_ms > 0,
+                transport_cc=media.twcc,
             )
         except BaseException:
             await transport.close()

@@ -31,7 +31,8 @@ FAIR_RTT = 0.200
 class ViewerQoe:
     def __init__(self, viewer: "ViewerSession") -> None:
         self.viewer = viewer
-        self.estimate: int | None = None  # bit/s, from the viewer's REMB
+        self.estimate: int | None = None  # bit/s: the node's TWCC estimate, else the viewer's REMB
+        self.estimate_source = ""  # "twcc" / "remb" once there is one
         self.stalls = 0
         self.stalled_seconds = 0.0
         self.watched_seconds = 0.0
@@ -105,6 +106,7 @@ class ViewerQoe:
             "layer_index": None if layer is None else layer.index,
             "layers": None if main is None else len(main.producer.layers) or None,
             "estimated_bitrate": self.estimate,
+            "estimate_source": self.estimate_source or None,
             "bitrate": sum(c.bitrate for c in consumers),
             "fraction_lost": round(loss, 4),
             "rtt_ms": None if rtt is None else round(rtt * 1000, 1),

@@ -9,9 +9,10 @@ Three pieces, all pure (no clock reads, no I/O):
   in the RTCP header and pads with the P bit as libwebrtc does.
 * :func:`parse_sequence` / :func:`sequence_extension` for the 16-bit
   transport-wide sequence number carried in the RTP header extension.
-* :class:`TwccRecorder`, the send side: remembers (sequence -> send time,
-  size) for the packets sent on one transport and turns feedback into
-  :class:`PacketResult` lists for the bandwidth estimator (:mod:`edge.media.bwe`).
+* :class:`TwccHistory`, the send side's record of (sequence -> send time,
+  size) for the packets sent on one transport (the data plane fills it), and
+  :class:`TwccRecorder`, which turns feedback into :class:`PacketResult` lists
+  for the bandwidth estimator (:mod:`edge.media.bwe`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 __all__ = [
-    "DELTA_TICK", "REFERENCE_TICK", "PacketResult", "TwccFeedback", "TwccRecorder",
+    "DELTA_TICK", "REFERENCE_TICK", "PacketResult", "TwccFeedback", "TwccHistory", "TwccRecorder",
     "parse_sequence", "sequence_extension",
 ]  # fmt: skip
 
@@ -290,70 +291,99 @@ class PacketResult:
     size: int
 
 
-class TwccRecorder:
-    """Send-side history of one transport's packets, keyed by transport sequence.
-
-    Bounded to ``capacity`` packets (a ring indexed by unwrapped sequence):
-    feedback about packets older than that is ignored, as is feedback for
-    sequences never sent. 16-bit sequence and 24-bit reference time wraps are
-    unwrapped against the newest values seen. Each packet is reported at
-    most once as lost and once as received, however often feedback repeats it.
-    """
+class TwccHistory:
+    """What was sent on one transport, by unwrapped transport sequence: a ring of
+    (sequence, send time, size). The data plane stamps and records each packet
+    (``send``); the native plane has a C twin (``edge.media._native.TwccHistory``)
+    with the same three members, filled inside its fan-out."""
 
     def __init__(self, capacity: int = 8192, first_sequence: int = 0) -> None:
         if capacity < 1:
             raise ValueError("TWCC recorder capacity must be positive")
         self._capacity = capacity
         self._ring: list[tuple[int, float, int] | None] = [None] * capacity
-        # What feedback already said about each slot, so a packet reported
-        # twice (receivers re-send lost ones that turned up late) counts once.
-        self._reported: list[int] = [_UNREPORTED] * capacity
         self._next = first_sequence & 0xFFFF  # unwrapped next sequence to allocate
-        self._highest: int | None = None  # highest unwrapped sequence recorded
-        self._reference: int | None = None  # last unwrapped reference time
+        self.highest: int | None = None  # highest unwrapped sequence recorded
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
 
     def send(self, send_time: float, size: int) -> int:
         """Allocate the next 16-bit sequence for a packet and record it."""
         sequence = self._next
-        self._store(sequence, send_time, size)
+        self.store(sequence, send_time, size)
         return sequence & 0xFFFF
 
-    def record(self, sequence: int, send_time: float, size: int) -> None:
-        """Record a packet whose 16-bit sequence was allocated elsewhere."""
-        last = self._highest if self._highest is not None else self._next
-        self._store(_unwrap(sequence & 0xFFFF, last, _SEQ_MOD), send_time, size)
-
-    def _store(self, unwrapped: int, send_time: float, size: int) -> None:
+    def store(self, unwrapped: int, send_time: float, size: int) -> None:
         self._ring[unwrapped % self._capacity] = (unwrapped, send_time, size)
-        self._reported[unwrapped % self._capacity] = _UNREPORTED
-        if self._highest is None or unwrapped > self._highest:
-            self._highest = unwrapped
+        if self.highest is None or unwrapped > self.highest:
+            self.highest = unwrapped
             self._next = unwrapped + 1
 
-    def _lookup(self, unwrapped: int) -> tuple[int, float, int] | None:
+    def lookup(self, unwrapped: int) -> tuple[int, float, int] | None:
         entry = self._ring[unwrapped % self._capacity]
         return entry if entry is not None and entry[0] == unwrapped else None
 
+
+class TwccRecorder:
+    """Send-side history of one transport's packets, keyed by transport sequence,
+    and what feedback already said about each.
+
+    Bounded to the history's capacity (a ring indexed by unwrapped sequence):
+    feedback about packets older than that is ignored, as is feedback for
+    sequences never sent. 16-bit sequence and 24-bit reference time wraps are
+    unwrapped against the newest values seen. Each packet is reported at
+    most once as lost and once as received, however often feedback repeats it.
+    """
+
+    def __init__(
+        self, capacity: int = 8192, first_sequence: int = 0, history: TwccHistory | None = None
+    ) -> None:
+        self.history = history if history is not None else TwccHistory(capacity, first_sequence)
+        self._capacity = self.history.capacity
+        # What feedback already said about each slot, so a packet reported
+        # twice (receivers re-send lost ones that turned up late) counts once.
+        self._reported: list[int] = [_UNREPORTED] * self._capacity
+        self._reported_seq: list[int] = [-1] * self._capacity
+        self._reference: int | None = None  # last unwrapped reference time
+
+    def send(self, send_time: float, size: int) -> int:
+        """Allocate the next 16-bit sequence for a packet and record it."""
+        return self.history.send(send_time, size)
+
+    def record(self, sequence: int, send_time: float, size: int) -> None:
+        """Record a packet whose 16-bit sequence was allocated elsewhere."""
+        highest = self.history.highest
+        last = highest if highest is not None else self.history._next  # type: ignore[attr-defined]
+        self.history.store(_unwrap(sequence & 0xFFFF, last, _SEQ_MOD), send_time, size)
+
     def on_feedback(self, feedback: TwccFeedback) -> list[PacketResult]:
         """Results for the recorded packets the feedback covers, in sequence order."""
-        if self._highest is None:
+        highest = self.history.highest
+        if highest is None:
             return []
-        base = _unwrap(feedback.base_sequence, self._highest, _SEQ_MOD)
+        base = _unwrap(feedback.base_sequence, highest, _SEQ_MOD)
         reference = feedback.reference_time
         if self._reference is not None:
             reference = _unwrap(reference, self._reference, _REFERENCE_MOD)
         self._reference = reference
         ticks = reference * _TICKS_PER_REFERENCE
+        lookup = self.history.lookup
         results: list[PacketResult] = []
         for i, delta in enumerate(feedback.deltas):
             arrival: float | None = None
             if delta is not None:
                 ticks += delta
                 arrival = ticks * DELTA_TICK
-            entry = self._lookup(base + i)
+            entry = lookup(base + i)
             if entry is None:
                 continue
             slot = (base + i) % self._capacity
+            if self._reported_seq[slot] != base + i:
+                # The ring slot holds a newer packet than the one reported on before.
+                self._reported_seq[slot] = base + i
+                self._reported[slot] = _UNREPORTED
             reported = self._reported[slot]
             # Report each packet once as lost and once as received at most; a
             # late "received" after "lost" still counts (it did arrive).

@@ -29,7 +29,9 @@ from .red import (
     affordable,
     unused_payload_type,
 )
+from .bwe import SendSideBandwidthEstimator
 from .rtp import seq_diff
+from .twcc import TwccFeedback, TwccRecorder
 from .session import Session
 
 log = get_logger("edge.media")
@@ -61,6 +63,16 @@ class ViewerSession(Session):
         self.red_policy = RedPolicy(media.audio_red_distance)
         self._apply_playout_delay()
         self._burst_checked = 0.0
+        # Transport-wide congestion control, when the viewer negotiated it: every
+        # packet is stamped from one history (both planes), its feedback feeds the
+        # node's own estimator, and that estimate replaces the viewer's REMB.
+        self.twcc: TwccRecorder | None = None
+        self.bwe: SendSideBandwidthEstimator | None = None
+        if any(slot.twcc_id for slot in self.slots):
+            self.twcc = TwccRecorder(history=self.node.dataplane.twcc_history())
+            self.bwe = SendSideBandwidthEstimator()
+            for slot in self.slots:
+                slot.set_twcc(self.twcc.history)
 
     def on_connected(self) -> None:
         self.room.add_viewer(self)
@@ -322,6 +334,8 @@ class ViewerSession(Session):
             elif isinstance(packet, rtcp.Fir):
                 for ssrc, _ in packet.entries:
                     self._keyframe_wanted(ssrc, "viewer_fir")
+            elif isinstance(packet, rtcp.TransportFeedback):
+                self._transport_feedback(packet.feedback)
             elif isinstance(packet, rtcp.Remb):
                 known = False
                 for ssrc in packet.ssrcs:
@@ -329,7 +343,8 @@ class ViewerSession(Session):
                     if consumer is not None:
                         consumer.remb_bitrate = packet.bitrate
                         known = True
-                if known:
+                if known and self.qoe.estimate_source != "twcc":
+                    self.qoe.estimate_source = "remb"
                     previous = self.qoe.estimate
                     self.qoe.estimate = packet.bitrate
                     # A falling estimate acts at once; rises wait for the tick.
@@ -337,6 +352,28 @@ class ViewerSession(Session):
                         self._select_layers(time.time())
             elif isinstance(packet, (rtcp.ReceiverReport, rtcp.SenderReport)):
                 self._reports(packet.reports)
+
+    def _transport_feedback(self, feedback: TwccFeedback) -> None:
+        """TWCC feedback: the node's estimate of this viewer's link (edge/media/bwe.py)."""
+        if self.twcc is None or self.bwe is None:
+            self._dropped("unnegotiated_feedback")
+            return
+        now = time.time()
+        results = self.twcc.on_feedback(feedback)
+        if not results:
+            return
+        lost = sum(1 for r in results if r.arrival_time is None)
+        reported = self.node.metrics.twcc_reported
+        reported.labels("received").inc(len(results) - lost)
+        if lost:
+            reported.labels("lost").inc(lost)
+        estimate = int(self.bwe.on_feedback(results, now))
+        previous = self.qoe.estimate
+        self.qoe.estimate = estimate
+        self.qoe.estimate_source = "twcc"
+        # As with REMB: a falling estimate acts at once; rises wait for the tick.
+        if previous is not None and estimate < previous * 0.85:
+            self._select_layers(now)
 
     def _check_loss_burst(self) -> None:
         """Heavy NACKing since the last tick (the link just got worse): choose layers now,

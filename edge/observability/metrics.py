@@ -67,6 +67,12 @@ class NodeMetrics:
             "Sequence numbers NACKed upstream again because their repair had not arrived",
             registry=r,
         )
+        self.twcc_reported = Counter(
+            "edge_twcc_reported_packets",
+            "Packets sent to viewers that their transport-cc feedback reported, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.dropped = Counter(
             "edge_dropped_packets", "Inbound packets dropped", ["reason"], registry=r
         )

@@ -46,7 +46,11 @@ from aiortc import (
 )
 from aiortc.codecs import CODECS
 from aiortc.rtcpeerconnection import is_codec_compatible  # noqa: F401  (pinned API probe)
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
+from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+)
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ..errors import InvalidStateError, NegotiationError
@@ -243,6 +247,23 @@ def _accept_extension(transceiver: Any, offered: Any, uri: str) -> None:
             return
 
 
+def _accept_transport_cc(transceiver: Any, offered: Any) -> None:
+    """Answer transport-wide congestion control (the header extension and
+    ``a=rtcp-fb:<pt> transport-cc``) where the offer has it; aiortc knows neither.
+    The viewer then sends TWCC feedback (edge/media/twcc.py) instead of REMB."""
+    if not any(e.uri == EXT_TRANSPORT_CC for e in offered.rtp.headerExtensions):
+        return
+    _accept_extension(transceiver, offered, EXT_TRANSPORT_CC)
+    wanted = {
+        c.payloadType
+        for c in offered.rtp.codecs
+        if any(fb.type == "transport-cc" for fb in c.rtcpFeedback)
+    }
+    for codec in transceiver._codecs:  # aiortc's per-transceiver deep copies
+        if codec.payloadType in wanted and not any(fb.type == "transport-cc" for fb in codec.rtcpFeedback):
+            codec.rtcpFeedback.append(RTCRtcpFeedback(type="transport-cc"))
+
+
 async def _never_start(*_args: Any, **_kwargs: Any) -> None:
     """Replaces RTCRtpSender.send / RTCRtpReceiver.receive: the node moves RTP itself."""
 
@@ -356,13 +377,20 @@ class WebRtcTransport:
         return any(m.kind == "application" for m in self._remote_sdp().media)
 
     async def answer(
-        self, offer_sdp: str, *, send: bool, audio_red: bool = False, playout_delay: bool = False
+        self,
+        offer_sdp: str,
+        *,
+        send: bool,
+        audio_red: bool = False,
+        playout_delay: bool = False,
+        transport_cc: bool = False,
     ) -> str:
         """Answer an offer. ``send`` = the node sends media (WHEP), else receives (WHIP).
 
         For WHEP, ``audio_red`` accepts an offered ``red/48000/2`` over Opus
         (edge/media/red.py) and ``playout_delay`` the playout-delay extension
-        on video (edge/media/playout.py), when the viewer offers them.
+        on video (edge/media/playout.py), when the viewer offers them;
+        ``transport_cc`` accepts transport-wide congestion control (edge/media/twcc.py).
         """
         try:
             parsed = SessionDescription.parse(offer_sdp)
@@ -408,6 +436,8 @@ class WebRtcTransport:
                     _accept_red(t, offered)
                 if playout_delay and t.kind == "video":
                     _accept_extension(t, offered, EXT_PLAYOUT_DELAY)
+                if transport_cc:
+                    _accept_transport_cc(t, offered)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self.sections = self._collect_sections(simulcast)
         self._ufrag = parsed.media[0].ice.usernameFragment or ""

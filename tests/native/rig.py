@@ -26,6 +26,7 @@ from edge.transport.webrtc import (
     EXT_ABS_SEND_TIME,
     EXT_AUDIO_LEVEL,
     EXT_PLAYOUT_DELAY,
+    EXT_TRANSPORT_CC,
     EXT_MID,
     CodecInfo,
     MediaSection,
@@ -141,6 +142,7 @@ def section(
     ast_id: int | None = None,
     level_id: int | None = None,
     pd_id: int | None = None,
+    twcc_id: int | None = None,
 ) -> MediaSection:
     name, rate, channels = CODECS[kind]
     extensions: dict[str, int] = {}
@@ -152,6 +154,8 @@ def section(
         extensions[EXT_AUDIO_LEVEL] = level_id
     if pd_id:
         extensions[EXT_PLAYOUT_DELAY] = pd_id
+    if twcc_id:
+        extensions[EXT_TRANSPORT_CC] = twcc_id
     return MediaSection(
         mid=mid,
         kind=kind,
@@ -202,6 +206,7 @@ class SlotSpec:
     key: bytes
     pt_map: dict[int, int] | None  # None: what payload_type_map() computes
     pd_id: int | None = None  # the playout-delay extension's id, if negotiated
+    twcc_id: int | None = None  # the transport-cc extension's id, if negotiated
 
 
 def attach(producer: Producer, slot: ConsumerSlot, transport: Any, pt_map: dict[int, int] | None) -> Consumer:
@@ -244,6 +249,7 @@ class Rig:
                 ast_id=spec.ast_id,
                 level_id=spec.level_id,
                 pd_id=spec.pd_id,
+                twcc_id=spec.twcc_id,
             )
             self.slots.append(ConsumerSlot(StandInViewer(), sec, spec.ring))  # type: ignore[arg-type]
 

@@ -33,12 +33,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from pylibsrtp import Error as SrtpLibError
+from pylibsrtp import Session
 
 from edge.media.dataplane import PythonDataPlane
 from edge.media.playout import encode_playout_delay
 from edge.media.rtp import RtpHeader, serialize_extensions
 
-from .rig import KEY_LENGTHS, PROFILES_FOR_TESTS, Rig, SlotSpec, make_producer
+from .rig import KEY_LENGTHS, PROFILES_FOR_TESTS, Rig, SlotSpec, make_producer, tx_policy
 
 FORWARDER = ("started", "seq_offset", "ts_offset", "last_seq", "last_ts", "last_wall", "floor_seq", "key_seq", "vp8_sync", "pic_offset", "tl0_offset", "last_pic", "last_tl0", "waiting_for_keyframe")
 
@@ -64,6 +65,7 @@ def slot_specs(draw: st.DrawFn, kind: str, producer_pts: list[int]) -> SlotSpec:
         key=draw(st.binary(min_size=KEY_LENGTHS[profile], max_size=KEY_LENGTHS[profile])),
         pt_map=pt_map,
         pd_id=draw(ext_ids),
+        twcc_id=draw(ext_ids),
     )
 
 
@@ -163,6 +165,14 @@ def ingress(p: dict[str, Any], op: tuple, producer_kind: str) -> bytes:
     return header + ext + rng.randbytes(length) + pad
 
 
+def twcc_records(history: Any) -> tuple[Any, ...]:
+    """The newest records of a TwccHistory (Python or native): what both planes stamped."""
+    highest = history.highest
+    if highest is None:
+        return (None,)
+    return (highest, *(history.lookup(s) for s in range(max(0, highest - 4), highest + 1)))
+
+
 def execute(plane: Any, sc: dict[str, Any], parsed_forward: bool = False) -> tuple[list[Any], list[Any]]:
     if parsed_forward:
         from edge.media._native import RtpParser
@@ -174,6 +184,10 @@ def execute(plane: Any, sc: dict[str, Any], parsed_forward: bool = False) -> tup
     ]
     state = [dict(p) for p in sc["producers"]]
     rig = Rig(plane, producers, sc["slots"])
+    # The slots stamp transport-wide sequences from one history (as one viewer's do).
+    history = plane.twcc_history()
+    for slot in rig.slots:
+        slot.set_twcc(history)
     trace: list[Any] = []
     seen: list[set[int]] = [set() for _ in sc["slots"]]
     try:
@@ -239,6 +253,7 @@ def execute(plane: Any, sc: dict[str, Any], parsed_forward: bool = False) -> tup
                         for s in rig.slots
                     ],
                     [tuple(getattr(s.forwarder, name) for name in FORWARDER) for s in rig.slots],
+                    twcc_records(history),
                 )
             )
         rings = [
@@ -415,3 +430,42 @@ def test_nacks_from_before_the_latest_keyframe_are_not_served() -> None:
     expected, got = both_planes(video_scenario(slots, forwards + nacks, first_seq=100, seed=3))
     assert got == expected
     assert [t[1] for t in expected[0] if t[0] == "nack"] == [2, 3]
+
+
+def test_transport_wide_sequences_count_across_a_viewers_slots() -> None:
+    """Two slots of one viewer (one with two-byte extensions) stamp from one
+    history: each packet carries the next transport-wide sequence, recorded
+    with its send time and size, byte-identical in both planes, and a
+    retransmission carries the sequence of the packet it repeats."""
+    from pylibsrtp import Policy
+
+    profile = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    slots = [
+        SlotSpec("video", 2000, "1", 96, 4, 2, None, 64, profile, b"\x01" * KEY_LENGTHS[profile], None, twcc_id=5),
+        SlotSpec("video", 2001, "2", 96, 4, None, None, 64, profile, b"\x02" * KEY_LENGTHS[profile], None, twcc_id=200),
+    ]
+    forwards = [("forward", 0, 1, 3000, n == 0, True, 100 + n, 0, 0, None, 0.01, n) for n in range(10)]
+    sc = video_scenario(slots, [*forwards, ("nack", 0, [1], "relative")], first_seq=65530, seed=3)
+    expected, got = both_planes(sc)
+    assert got == expected
+    rig_sequences: list[int] = []
+    for t in expected[0][:10]:
+        for k, datagrams in enumerate(t[2]):
+            assert len(datagrams) == 1
+            clear = Session(tx_policy(slots[k].key, profile, Policy.SSRC_ANY_INBOUND)).unprotect(datagrams[0])
+            ext = RtpHeader.parse(clear).extensions
+            rig_sequences.append(int.from_bytes(ext[slots[k].twcc_id], "big"))
+    assert rig_sequences == list(range(20))
+    highest, *records = expected[0][9][5]
+    assert highest == 19 and [r[0] for r in records] == [15, 16, 17, 18, 19]
+    # Sent (stamped) at the clock of the 10th forward, with the RTP packet's size.
+    last = Session(tx_policy(slots[1].key, profile, Policy.SSRC_ANY_INBOUND))
+    clock = 1.7e9
+    for _ in range(10):
+        clock += 0.01
+    assert [r[1] for r in records[-2:]] == [clock, clock] and records[-3][1] < clock
+    assert records[-1][2] == len(last.unprotect(expected[0][9][2][1][0]))
+    nack = expected[0][10]
+    assert nack[1] == 1
+    clear = Session(tx_policy(slots[0].key, profile, Policy.SSRC_ANY_INBOUND)).unprotect(nack[2][0][0])
+    assert int.from_bytes(RtpHeader.parse(clear).extensions[5], "big") == 16  # the 9th packet on slot 0
