@@ -85,6 +85,21 @@ class BweConfig:
     loss_low: float = 0.02
     loss_high: float = 0.10
     loss_min_packets: int = 20
+    # Loss is measured over this long (libwebrtc's GoogCC: kLossUpdateInterval),
+    # so a burst cuts once a second, not once per feedback: per-feedback cuts
+    # took a link that dropped for two seconds down to the minimum rate.
+    loss_interval: float = 1.0
+    # Loss counts as congestion only while packets also queue: the one-way delay
+    # is this much above its minimum over ``queue_baseline_window`` seconds.
+    # Random loss (a radio link, a lossy hop) comes without a queue; cutting the
+    # rate for it starves the repairs (RED, NACK) that loss calls for.
+    # (50 ms: a sender's own bursts and a loaded host's scheduling show as 20-30 ms;
+    # a standing queue at a bottleneck is typically 50-300 ms.)
+    congestion_queue_delay: float = 0.05
+    congestion_hold: float = 0.5  # ...for at least this long
+    # ...except loss this heavy, which cuts whatever the queue (an outage).
+    loss_always_congestion: float = 0.5
+    queue_baseline_window: float = 30.0
     # Used until feedback has measured a round trip.
     initial_rtt: float = 0.1
 
@@ -419,10 +434,45 @@ class AimdRateControl:
         return max(self._MIN_ADDITIVE, packet_bits / response_time)
 
 
+class QueueDelay:
+    """How long packets queue on the path now: the smoothed one-way delay
+    (arrival minus send time, the two clocks' offset included) less its minimum
+    over the last ``window`` seconds (the offset and the propagation delay).
+
+    Smoothed over ``time_constant`` seconds of arrivals: a keyframe burst that
+    queues for a moment is not a standing queue.
+    """
+
+    def __init__(self, window: float = 30.0, time_constant: float = 0.5) -> None:
+        self._window = window
+        self._tau = time_constant
+        self._minimum: deque[tuple[float, float]] = deque()  # (send time, delay), increasing delays
+        self._smoothed: float | None = None
+        self._last_arrival = 0.0
+        self.delay = 0.0
+
+    def add(self, send_time: float, arrival_time: float) -> None:
+        sample = arrival_time - send_time
+        minimum = self._minimum
+        while minimum and minimum[-1][1] >= sample:
+            minimum.pop()
+        minimum.append((send_time, sample))
+        while minimum[0][0] < send_time - self._window:
+            minimum.popleft()
+        if self._smoothed is None:
+            self._smoothed = sample
+        else:
+            gap = min(max(arrival_time - self._last_arrival, 0.0), self._tau)
+            self._smoothed += (1 - math.exp(-gap / self._tau)) * (sample - self._smoothed)
+        self._last_arrival = arrival_time
+        self.delay = max(0.0, self._smoothed - minimum[0][1])
+
+
 class LossBasedControl:
     """Loss-based rate (libwebrtc's classic SendSideBandwidthEstimation rules).
 
-    Loss is measured over at least ``loss_min_packets`` reported packets. Above
+    Loss is measured over ``loss_interval`` seconds and at least
+    ``loss_min_packets`` reported packets. Above
     ``loss_high`` the rate is cut by (1 - 0.5 x loss), at most once per
     300 ms + RTT; below ``loss_low`` it may grow 8 % over the lowest combined
     estimate of the last second (so it stays just above the delay-based one
@@ -439,6 +489,7 @@ class LossBasedControl:
         self._lost = 0
         self._expected = 0
         self._last_decrease: float | None = None
+        self._window_start: float | None = None
         self._history: deque[tuple[float, float]] = deque()  # (time, combined estimate)
 
     def note_estimate(self, estimate: float, now: float) -> None:
@@ -449,18 +500,28 @@ class LossBasedControl:
         while history and history[0][0] < now - self._HISTORY:
             history.popleft()
 
-    def update(self, lost: int, expected: int, now: float, rtt: float) -> float:
+    def update(
+        self, lost: int, expected: int, now: float, rtt: float, congested: bool = True
+    ) -> float:
+        """``congested``: packets queue on the path (see ``QueueDelay``); high loss
+        without it is random loss and holds the rate instead of cutting it."""
+        if self._window_start is None:
+            self._window_start = now
         self._lost += lost
         self._expected += expected
-        if self._expected < self._config.loss_min_packets:
+        if (
+            self._expected < self._config.loss_min_packets
+            or now - self._window_start < self._config.loss_interval
+        ):
             return self.bitrate
         loss = self._lost / self._expected
         self.loss = loss
         self._lost = self._expected = 0
+        self._window_start = now
         if loss < self._config.loss_low:
             floor = self._history[0][1] if self._history else self.bitrate
             self.bitrate = max(self.bitrate, self._config.multiplicative_increase * floor + 1000)
-        elif loss > self._config.loss_high:
+        elif loss > self._config.loss_high and (congested or loss >= self._config.loss_always_congestion):
             since = math.inf if self._last_decrease is None else now - self._last_decrease
             if since >= self._DECREASE_INTERVAL + rtt:
                 self.bitrate *= 1 - 0.5 * loss
@@ -486,6 +547,9 @@ class SendSideBandwidthEstimator:
         self._aimd = AimdRateControl(config)
         self._acked = AcknowledgedBitrateEstimator(config.acked_window)
         self._loss = LossBasedControl(config)
+        self._queue = QueueDelay(config.queue_baseline_window)
+        self._queued_since: float | None = None  # queue above the threshold since (feedback time)
+        self._last_feedback = 0.0
         self._rtt: float | None = None
         self.bitrate = config.start_bitrate
         self.updated_at: float | None = None
@@ -506,6 +570,17 @@ class SendSideBandwidthEstimator:
     def loss(self) -> float | None:
         """The loss fraction of the last loss measurement."""
         return self._loss.loss
+
+    @property
+    def queue_delay(self) -> float:
+        """Seconds packets queue on the path now (``QueueDelay``)."""
+        return self._queue.delay
+
+    @property
+    def congested(self) -> bool:
+        """Packets have queued on the path for a while: its loss, if any, is congestion."""
+        since = self._queued_since
+        return since is not None and self._last_feedback - since >= self.config.congestion_hold
 
     @property
     def usage(self) -> BandwidthUsage:
@@ -537,15 +612,21 @@ class SendSideBandwidthEstimator:
         for result in sorted(received, key=lambda r: (r.arrival_time, r.sequence)):
             assert result.arrival_time is not None
             self._acked.add(result.arrival_time, result.size)
+            self._queue.add(result.send_time, result.arrival_time)
             delta = self._inter_arrival.add(result.send_time, result.arrival_time, result.size)
             if delta is not None:
                 usage = self.trendline.update(delta)
                 if usage is BandwidthUsage.OVERUSING:
                     # React inside the feedback: a long one may hold many groups.
                     self._aimd.update(usage, self._acked.bitrate, now, self.rtt)
+        self._last_feedback = now
+        if self._queue.delay < self.config.congestion_queue_delay:
+            self._queued_since = None
+        elif self._queued_since is None:
+            self._queued_since = now
         if results:
             self._aimd.update(usage, self._acked.bitrate, now, self.rtt)
-            self._loss.update(lost, len(results), now, self.rtt)
+            self._loss.update(lost, len(results), now, self.rtt, self.congested)
         estimate = min(self._aimd.bitrate, self._loss.bitrate)
         self.bitrate = min(max(estimate, self.config.min_bitrate), self.config.max_bitrate)
         self._loss.note_estimate(self.bitrate, now)

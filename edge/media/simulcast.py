@@ -173,7 +173,8 @@ class LayerSelector:
         self.config = config or SelectorConfig()
         self._fits_since: float | None = None
         self._last_down = 0.0
-        self._trial: tuple[int, float, int] | None = None  # (origin index, started, budget then)
+        # (origin index, started, budget then: None for a blind trial)
+        self._trial: tuple[int, float, int | None] | None = None
         self._backoff = self.config.trial_backoff
         # Video bit/s the viewer was shown to carry without loss (a kept trial):
         # a lagging receive-side estimate is not a reason to step down from it.
@@ -264,10 +265,10 @@ class LayerSelector:
             # trial began is over-use. (Not "below the layer we came from": a
             # receive-side estimate that a congestion episode crushed stays
             # there for many seconds after the link recovered.)
-            fell = settled and known and before > 0 and budget < before * cfg.overuse_drop
+            fell = settled and known and before is not None and budget < before * cfg.overuse_drop
             # A trial started blind, and the first estimate to come says even
             # the layer it came from is too much: believe it.
-            contradicted = known and before == 0 and budget < layers[origin].bitrate * cfg.overuse_drop
+            contradicted = known and before is None and budget < layers[origin].bitrate * cfg.overuse_drop
             if lossy or fell or contradicted:
                 # The link could not carry it: back, and wait longer before the next try.
                 self._trial = None
@@ -354,7 +355,7 @@ class LayerSelector:
             and now - self._last_overuse >= self._backoff
         ):
             # A stale estimate still tells a fall: its value is kept for that.
-            self._trial = (current.index, now, budget if known or stale else 0)
+            self._trial = (current.index, now, budget if known or stale else None)
             self._loss_before = loss
             self.trials += 1
             return nxt

@@ -137,7 +137,7 @@ class ViewerSession(Session):
         # What one copy costs: the producer's own ingress rate, the same whichever
         # RED copy (distance) the consumer is on now.
         primary = sum(c.producer.bitrate(now) for c in consumers if c.red is not None)
-        estimate = self.qoe.estimate
+        estimate = self._red_estimate(consumers)
         if not self.red_policy.update(
             loss, now, affordable(primary, estimate, KEEP_MARGIN), affordable(primary, estimate, RAISE_MARGIN)
         ):
@@ -352,6 +352,22 @@ class ViewerSession(Session):
                         self._select_layers(time.time())
             elif isinstance(packet, (rtcp.ReceiverReport, rtcp.SenderReport)):
                 self._reports(packet.reports)
+
+    def _red_estimate(self, consumers: list[Consumer]) -> int | None:
+        """The estimate RED's copies must fit a share of (None: no limit).
+
+        With a REMB, the estimate. With TWCC the node knows whether packets
+        queue on the path: if they do, the loss is congestion and extra copies
+        would add to it, so they may only use what the video leaves; if they do
+        not, the loss is random (what RED is for) and the copies follow the loss
+        alone: they are stopped at once should they make a queue.
+        """
+        estimate = self.qoe.estimate
+        if estimate is None or self.bwe is None or self.qoe.estimate_source != "twcc":
+            return estimate
+        if not self.bwe.congested:
+            return None
+        return max(0, estimate - sum(c.bitrate for c in consumers if c.producer.video))
 
     def _transport_feedback(self, feedback: TwccFeedback) -> None:
         """TWCC feedback: the node's estimate of this viewer's link (edge/media/bwe.py)."""

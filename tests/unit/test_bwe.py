@@ -15,6 +15,7 @@ from edge.media.bwe import (
     GroupDelta,
     InterArrival,
     LossBasedControl,
+    QueueDelay,
     RembEstimate,
     SendSideBandwidthEstimator,
     TrendlineEstimator,
@@ -160,8 +161,23 @@ def test_aimd_holds_while_underusing():
     assert aimd.bitrate == 1_000_000
 
 
+def test_loss_is_measured_over_a_second():
+    """Feedback every 100 ms reporting 50 % loss cuts once a second, not ten times."""
+    loss = LossBasedControl(BweConfig(start_bitrate=1_000_000))
+    for i in range(10):
+        loss.update(10, 20, i * 0.1, 0.1)
+    assert loss.loss is None and loss.bitrate == 1_000_000  # 0.9 s: not measured yet
+    loss.update(10, 20, 1.0, 0.1)
+    assert loss.loss == 0.5 and loss.bitrate == pytest.approx(750_000)
+    for i in range(1, 10):
+        loss.update(10, 20, 1.0 + i * 0.1, 0.1)
+    assert loss.bitrate == pytest.approx(750_000)
+    loss.update(10, 20, 2.0, 0.1)
+    assert loss.bitrate == pytest.approx(750_000 * 0.75)
+
+
 def test_loss_based_rules():
-    config = BweConfig(start_bitrate=1_000_000)
+    config = BweConfig(start_bitrate=1_000_000, loss_interval=0.0)
     loss = LossBasedControl(config)
     loss.update(5, 10, 0.0, 0.1)  # fewer than 20 packets: not yet measured
     assert loss.bitrate == 1_000_000 and loss.loss is None
@@ -300,14 +316,45 @@ def test_step_down_then_up(frame_rate):
     assert sim.bwe.bitrate >= 0.75 * 5_000_000
 
 
-def test_ten_percent_random_loss_reduces_loss_based_estimate():
+def test_random_loss_without_a_queue_does_not_cut_the_estimate():
+    """20 % random loss on a fast link: measured, but nothing queues, so it is not
+    congestion (it is what RED and NACK repair): the loss-based rate holds."""
     config = BweConfig(start_bitrate=1_000_000)
-    sim = Simulation(Link(50_000_000, loss=0.10), config=config, seed=7)
+    sim = Simulation(Link(50_000_000, loss=0.20), config=config, seed=7)
     sim.run_until(20.0)
-    assert sim.bwe.loss is not None and 0.05 < sim.bwe.loss < 0.2
-    assert sim.bwe.loss_based_bitrate < 0.7 * 1_000_000
-    assert sim.bwe.bitrate == sim.bwe.loss_based_bitrate  # loss is the binding limit
-    assert sim.bwe.delay_based_bitrate > sim.bwe.loss_based_bitrate
+    assert sim.bwe.loss is not None and 0.1 < sim.bwe.loss < 0.3
+    assert sim.bwe.queue_delay < config.congestion_queue_delay and not sim.bwe.congested
+    assert sim.bwe.loss_based_bitrate >= 1_000_000
+
+
+def test_the_same_loss_with_a_queue_cuts_it():
+    """The loss-based rule itself: loss above 10 % cuts only while the path queues
+    (or when it is so heavy, >= 50 %, that the link is as good as down)."""
+    config = BweConfig(start_bitrate=1_000_000, loss_interval=0.0)
+    queued = LossBasedControl(config)
+    queued.update(5, 20, 0.0, 0.1, congested=True)
+    assert queued.bitrate == pytest.approx(1_000_000 * (1 - 0.125))
+    random = LossBasedControl(config)
+    random.update(5, 20, 0.0, 0.1, congested=False)
+    assert random.bitrate == 1_000_000
+    random.update(15, 20, 1.0, 0.1, congested=False)  # 75 %: an outage
+    assert random.bitrate == pytest.approx(1_000_000 * (1 - 0.375))
+
+
+def test_queue_delay_is_the_delay_above_its_minimum():
+    q = QueueDelay(window=30.0)
+    for i in range(50):  # 20 ms propagation, 3 s clock offset, no queue
+        q.add(i * 0.02, i * 0.02 + 3.02)
+    assert q.delay == pytest.approx(0.0, abs=1e-9)
+    for i in range(50, 53):  # a burst that queues 80 ms for a moment: hardly counts
+        q.add(i * 0.02, i * 0.02 + 3.1)
+    assert q.delay < 0.02
+    for i in range(53, 200):  # a queue that stands for 3 s: counts in full
+        q.add(i * 0.02, i * 0.02 + 3.1)
+    assert q.delay == pytest.approx(0.08, abs=0.001)
+    for i in range(100, 3000):  # a queue that stands longer than the window becomes the baseline
+        q.add(i * 0.02, i * 0.02 + 3.1)
+    assert q.delay == pytest.approx(0.0, abs=1e-9)
 
 
 def test_one_percent_random_loss_does_not_reduce_it():
