@@ -333,6 +333,16 @@ typedef struct {
      * (0 = none) and the viewer's TwccHistory every packet is stamped from. */
     int twcc_id;
     PyObject *twcc;
+    /* RTX towards the viewer (edge/media/rtx.py): with it the ring keeps the
+     * clear packets and a repair is built as an RTX packet and protected. */
+    int rtx;
+    en_srtp_tx rtx_srtp; /* the RTX stream's own SRTP state (index, replay window) */
+    uint8_t master[64];  /* the master key + salt, kept to key rtx_srtp */
+    size_t master_len;
+    unsigned window;
+    uint32_t rtx_ssrc;
+    uint16_t rtx_seq;
+    uint8_t rtx_pt[128]; /* the slot's PT -> its RTX PT, 0xFF = none */
     en_srtp_tx srtp;
     int srtp_ready;
     int fd;       /* our dup() of the transport's socket, -1 once closed */
@@ -458,6 +468,11 @@ static int NativeConsumer_init(NativeConsumerObject *self, PyObject *args, PyObj
         goto fail;
     }
     self->srtp_ready = 1;
+    if ((size_t)key.len <= sizeof self->master) {
+        memcpy(self->master, key.buf, (size_t)key.len);
+        self->master_len = (size_t)key.len;
+    }
+    self->window = window;
     self->ring = PyMem_RawCalloc(ring_size, sizeof(ring_entry));
     if (self->ring == NULL) {
         PyErr_NoMemory();
@@ -535,6 +550,8 @@ static void NativeConsumer_dealloc(NativeConsumerObject *self)
         close(self->fd);
     if (self->srtp_ready)
         en_srtp_tx_free(&self->srtp);
+    if (self->rtx)
+        en_srtp_tx_free(&self->rtx_srtp);
     if (self->ring != NULL) {
         for (uint32_t i = 0; i <= self->ring_mask; i++)
             PyMem_RawFree(self->ring[i].buf);
@@ -780,16 +797,79 @@ static PyObject *NativeConsumer_ring_put(NativeConsumerObject *self, PyObject *a
 }
 
 /* retransmit(seqs, send=True) -> int: resend NACKed packets from the ring. */
+/* Where the transport-wide sequence of a packet the node built sits: the first
+ * element of its extension block (edge/media/rtx.py twcc_offset); 0 = none. */
+static int twcc_offset(const uint8_t *p, size_t len, int id)
+{
+    if (!(p[0] & 0x10) || len < 20)
+        return 0;
+    if (p[12] == 0xBE && p[13] == 0xDE)
+        return (p[16] >> 4) == id && (p[16] & 0x0F) == 1 ? 17 : 0;
+    return p[16] == id && p[17] == 2 ? 18 : 0;
+}
+
+/* rtx_repair() of edge/media/dataplane.py, lock held: the repair of a stored
+ * clear packet, protected into `out` (cap bytes); its length, or -1 to skip it. */
+static int rtx_build(NativeConsumerObject *nc, const ring_entry *e, double now, uint8_t *out,
+                     size_t cap)
+{
+    const uint8_t *c = e->buf;
+    size_t len = e->len, off = 12, n;
+    int pt, at;
+    if (len < 12 || (c[0] & 0x2F))
+        return -1;
+    if (c[0] & 0x10) {
+        if (len < 16)
+            return -1;
+        off += 4 + 4 * (((size_t)c[14] << 8) | c[15]);
+        if (off > len)
+            return -1;
+    }
+    pt = nc->rtx_pt[c[1] & 0x7F];
+    if (pt == 0xFF || len + 2 + EN_SRTP_MAX_TAG > cap)
+        return -1; /* a payload type without RTX is not repaired on an RTX slot */
+    {
+        out[0] = c[0];
+        out[1] = (uint8_t)((c[1] & 0x80) | pt);
+        out[2] = (uint8_t)(nc->rtx_seq >> 8);
+        out[3] = (uint8_t)nc->rtx_seq;
+        memcpy(out + 4, c + 4, 4);
+        out[8] = (uint8_t)(nc->rtx_ssrc >> 24);
+        out[9] = (uint8_t)(nc->rtx_ssrc >> 16);
+        out[10] = (uint8_t)(nc->rtx_ssrc >> 8);
+        out[11] = (uint8_t)nc->rtx_ssrc;
+        memcpy(out + 12, c + 12, off - 12);
+        out[off] = c[2]; /* the OSN */
+        out[off + 1] = c[3];
+        memcpy(out + off + 2, c + off, len - off);
+        n = len + 2;
+        nc->rtx_seq++;
+    }
+    if (nc->twcc != NULL && nc->twcc_id && (at = twcc_offset(out, n, nc->twcc_id)) != 0) {
+        uint16_t tseq = en_twcc_stamp(nc->twcc, now, (uint32_t)n);
+        out[at] = (uint8_t)(tseq >> 8);
+        out[at + 1] = (uint8_t)tseq;
+    }
+    at = en_srtp_protect(&nc->rtx_srtp, out, n);
+    if (at < 0)
+        nc->protect_errors++;
+    return at;
+}
+
+#define RTX_CAP 2048 /* bytes per RTX repair buffer: a packet of up to ~2 KB */
+
 static PyObject *NativeConsumer_retransmit(NativeConsumerObject *self, PyObject *args)
 {
     PyObject *seqs, *fast;
     int send = 1, served = 0;
+    double now = 0.0;
     Py_ssize_t n, i;
     int64_t *wanted;
     struct mmsghdr *msgs;
     struct iovec *iov;
+    uint8_t *rtx_bufs = NULL;
     unsigned long long eagain = 0, errors = 0;
-    if (!PyArg_ParseTuple(args, "O|p", &seqs, &send))
+    if (!PyArg_ParseTuple(args, "O|pd", &seqs, &send, &now))
         return NULL;
     fast = PySequence_Fast(seqs, "seqs must be a sequence of ints");
     if (fast == NULL)
@@ -802,10 +882,13 @@ static PyObject *NativeConsumer_retransmit(NativeConsumerObject *self, PyObject 
     wanted = PyMem_Malloc(sizeof(int64_t) * (size_t)n);
     msgs = PyMem_Calloc((size_t)n, sizeof(struct mmsghdr));
     iov = PyMem_Malloc(sizeof(struct iovec) * (size_t)n);
-    if (wanted == NULL || msgs == NULL || iov == NULL) {
+    if (self->rtx)
+        rtx_bufs = PyMem_Malloc((size_t)RTX_CAP * (size_t)n);
+    if (wanted == NULL || msgs == NULL || iov == NULL || (self->rtx && rtx_bufs == NULL)) {
         PyMem_Free(wanted);
         PyMem_Free(msgs);
         PyMem_Free(iov);
+        PyMem_Free(rtx_bufs);
         Py_DECREF(fast);
         return PyErr_NoMemory();
     }
@@ -828,8 +911,17 @@ static PyObject *NativeConsumer_retransmit(NativeConsumerObject *self, PyObject 
         e = &self->ring[(uint64_t)wanted[i] & self->ring_mask];
         if (e->seq != wanted[i] || nc_stale(self, (uint64_t)wanted[i]))
             continue;
-        iov[served].iov_base = e->buf;
-        iov[served].iov_len = e->len;
+        if (self->rtx) {
+            uint8_t *out = rtx_bufs + (size_t)served * RTX_CAP;
+            int len = rtx_build(self, e, now, out, RTX_CAP);
+            if (len < 0)
+                continue;
+            iov[served].iov_base = out;
+            iov[served].iov_len = (size_t)len;
+        } else {
+            iov[served].iov_base = e->buf;
+            iov[served].iov_len = e->len;
+        }
         msgs[served].msg_hdr.msg_iov = &iov[served];
         msgs[served].msg_hdr.msg_iovlen = 1;
         msgs[served].msg_hdr.msg_name = &self->addr;
@@ -854,6 +946,7 @@ static PyObject *NativeConsumer_retransmit(NativeConsumerObject *self, PyObject 
     PyMem_Free(wanted);
     PyMem_Free(msgs);
     PyMem_Free(iov);
+    PyMem_Free(rtx_bufs);
     return PyLong_FromLong(served);
 }
 
@@ -905,7 +998,56 @@ static PyObject *NativeConsumer_set_twcc(NativeConsumerObject *self, PyObject *a
     Py_RETURN_NONE;
 }
 
+static PyObject *NativeConsumer_set_rtx(NativeConsumerObject *self, PyObject *args)
+{
+    unsigned long long ssrc;
+    unsigned seq;
+    Py_buffer table = {0};
+    if (!PyArg_ParseTuple(args, "KIy*", &ssrc, &seq, &table))
+        return NULL;
+    if (ssrc > 0xFFFFFFFFull || seq > 0xFFFF || table.len != 128) {
+        PyBuffer_Release(&table);
+        PyErr_SetString(PyExc_ValueError, "set_rtx(ssrc, first_seq 0-65535, 128-byte PT table)");
+        return NULL;
+    }
+    if (!self->srtp_ready || self->rtx || self->master_len == 0) {
+        PyBuffer_Release(&table);
+        PyErr_SetString(PyExc_RuntimeError, "set_rtx: once, on an initialized NativeConsumer");
+        return NULL;
+    }
+    if (!en_srtp_tx_init(&self->rtx_srtp, self->srtp.profile, self->master, self->master_len,
+                         self->window)) {
+        PyBuffer_Release(&table);
+        PyErr_SetString(PyExc_ValueError, "cannot key the RTX stream's SRTP");
+        return NULL;
+    }
+    pthread_mutex_lock(&self->lock);
+    /* The ring holds protected packets until now: none of them can be repaired as RTX. */
+    for (uint32_t i = 0; self->ring != NULL && i <= self->ring_mask; i++)
+        self->ring[i].seq = -1;
+    self->rtx = 1;
+    self->rtx_ssrc = (uint32_t)ssrc;
+    self->rtx_seq = (uint16_t)seq;
+    memcpy(self->rtx_pt, table.buf, 128);
+    pthread_mutex_unlock(&self->lock);
+    PyBuffer_Release(&table);
+    Py_RETURN_NONE;
+}
+
+static PyObject *NativeConsumer_get_rtx_seq(NativeConsumerObject *self, void *c)
+{
+    unsigned seq;
+    pthread_mutex_lock(&self->lock);
+    seq = self->rtx_seq;
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromUnsignedLong(seq);
+}
+
+
 static PyMethodDef NativeConsumer_methods[] = {
+    {"set_rtx", (PyCFunction)NativeConsumer_set_rtx, METH_VARARGS,
+     "set_rtx(ssrc, first_seq, pt_table): repairs as RTX packets (the ring keeps clear packets "
+     "from now on); pt_table[pt] is the RTX PT of each PT, 0xFF = none."},
     {"set_twcc", (PyCFunction)NativeConsumer_set_twcc, METH_VARARGS,
      "set_twcc(id, history): stamp every packet with a transport-wide sequence from history "
      "(id 0 = stop)."},
@@ -1129,6 +1271,7 @@ static PyGetSetDef NativeConsumer_getset[] = {
     RO(eagain, "datagrams dropped because the socket buffer was full"),
     RO(protect_errors, "packets SRTP refused (index older than the replay window)"),
     RO(retransmitted, "packets served from the ring"),
+    {"rtx_seq", (getter)NativeConsumer_get_rtx_seq, NULL, "the RTX stream's next sequence number", NULL},
     {NULL}};
 
 static PyTypeObject NativeConsumerType = {
@@ -1563,13 +1706,18 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
             buf[12 + twcc_at] = (uint8_t)(tseq >> 8);
             buf[12 + twcc_at + 1] = (uint8_t)tseq;
         }
+        if (nc->rtx) /* RTX repairs are built from the clear packet (rtx_build) */
+            ring_store(nc, (int64_t)out_seq, buf, (uint32_t)len);
         plen = en_srtp_protect(&nc->srtp, buf, (size_t)len);
         if (plen < 0) {
+            if (nc->rtx)
+                nc->ring[out_seq & nc->ring_mask].seq = -1;
             nc->protect_errors++;
             pthread_mutex_unlock(&nc->lock);
             continue;
         }
-        ring_store(nc, (int64_t)out_seq, buf, (uint32_t)plen);
+        if (!nc->rtx)
+            ring_store(nc, (int64_t)out_seq, buf, (uint32_t)plen);
         nc->packets++;
         nc->bytes += (unsigned long long)len;
         produced[i] = (uint32_t)len;
@@ -1824,12 +1972,16 @@ static int rtcp_next(const uint8_t *d, size_t len, size_t pos, unsigned *type, u
 
 /* Resend `seqs` from nc's ring with one sendmmsg (nc's lock taken here). */
 static unsigned long long nack_resend(NativeConsumerObject *nc, const uint16_t *seqs, size_t n,
-                                      int send)
+                                      int send, double now)
 {
     struct mmsghdr msgs[256]; /* a NACK packet asks for up to 17 per FCI: batches of 256 */
     struct iovec iov[256];
     unsigned long long eagain = 0, errors = 0;
     int served = 0, off = 0;
+    /* RTX repairs are built per packet: buffers for a batch (no GIL needed). */
+    uint8_t *rtx_bufs = nc->rtx ? PyMem_RawMalloc((size_t)RTX_CAP * 256) : NULL;
+    if (nc->rtx && rtx_bufs == NULL)
+        return 0;
     pthread_mutex_lock(&nc->lock);
     while (off < (int)n) {
         int batch = 0;
@@ -1838,8 +1990,17 @@ static unsigned long long nack_resend(NativeConsumerObject *nc, const uint16_t *
             ring_entry *e = &nc->ring[(uint64_t)seqs[off] & nc->ring_mask];
             if (e->seq != (int64_t)seqs[off] || nc_stale(nc, seqs[off]))
                 continue;
-            iov[batch].iov_base = e->buf;
-            iov[batch].iov_len = e->len;
+            if (nc->rtx) {
+                uint8_t *out = rtx_bufs + (size_t)batch * RTX_CAP;
+                int len = rtx_build(nc, e, now, out, RTX_CAP);
+                if (len < 0)
+                    continue;
+                iov[batch].iov_base = out;
+                iov[batch].iov_len = (size_t)len;
+            } else {
+                iov[batch].iov_base = e->buf;
+                iov[batch].iov_len = e->len;
+            }
             msgs[batch].msg_hdr.msg_iov = &iov[batch];
             msgs[batch].msg_hdr.msg_iovlen = 1;
             msgs[batch].msg_hdr.msg_name = &nc->addr;
@@ -1854,12 +2015,13 @@ static unsigned long long nack_resend(NativeConsumerObject *nc, const uint16_t *
     nc->eagain += eagain;
     nc->send_errors += errors;
     pthread_mutex_unlock(&nc->lock);
+    PyMem_RawFree(rtx_bufs);
     return (unsigned long long)served;
 }
 
 /* Phase 2 of serve_nacks, no GIL: every generic NACK of the compound, in order. */
 static void nack_serve_all(const uint8_t *d, size_t len, nack_target *t, Py_ssize_t nt,
-                           uint16_t *lost)
+                           uint16_t *lost, double now)
 {
     size_t pos = 0, start, payload_end, end;
     unsigned type, count;
@@ -1915,7 +2077,7 @@ static void nack_serve_all(const uint8_t *d, size_t len, nack_target *t, Py_ssiz
             }
             c->budget -= asked;
             if (asked > 0 && c->nc != NULL)
-                c->served += nack_resend(c->nc, lost, (size_t)asked, c->send);
+                c->served += nack_resend(c->nc, lost, (size_t)asked, c->send, now);
         }
     }
 }
@@ -1938,10 +2100,16 @@ static PyObject *native_serve_nacks(PyObject *m, PyObject *const *args, Py_ssize
     unsigned type, count;
     int status = 0;
     const uint8_t *d;
+    double now = 0.0;
 
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "serve_nacks(data, ssrcs, natives, budgets, send_ok)");
+    if (nargs != 5 && nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "serve_nacks(data, ssrcs, natives, budgets, send_ok, now=0.0)");
         return NULL;
+    }
+    if (nargs == 6) {
+        now = PyFloat_AsDouble(args[5]);
+        if (now == -1.0 && PyErr_Occurred())
+            return NULL;
     }
     if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -2014,7 +2182,7 @@ static PyObject *native_serve_nacks(PyObject *m, PyObject *const *args, Py_ssize
         }
         /* Phase 2, no GIL: the natives stay alive (the caller's sequence holds them). */
         Py_BEGIN_ALLOW_THREADS
-        nack_serve_all(d, (size_t)data.len, t, nt, lost);
+        nack_serve_all(d, (size_t)data.len, t, nt, lost, now);
         Py_END_ALLOW_THREADS
     }
     per = PyList_New(nt);
@@ -2061,7 +2229,7 @@ static PyMethodDef module_methods[] = {
     {"abs_send_time", native_abs_send_time, METH_O,
      "abs_send_time(now) -> bytes: the 3-byte abs-send-time value (edge.media.rtp)."},
     {"serve_nacks", (PyCFunction)(void (*)(void))native_serve_nacks, METH_FASTCALL,
-     "serve_nacks(data, ssrcs, natives, budgets, send_ok) -> (status, [(requested, throttled, "
+     "serve_nacks(data, ssrcs, natives, budgets, send_ok, now=0.0) -> (status, [(requested, throttled, "
      "served, first, stale), ...]): a viewer's generic NACKs resent from the rings (see "
      "native_plane.py)."},
     {NULL}};

@@ -216,6 +216,7 @@ class WhepViewer:
     twcc_order: list[int] = field(default_factory=list)  # unwrapped seqs as they arrived
     twcc_feedbacks: int = 0
     raw_packets: dict[str, list[bytes]] = field(default_factory=lambda: {"audio": [], "video": []})
+    rtx_packets: dict[str, list[bytes]] = field(default_factory=lambda: {"audio": [], "video": []})  # repairs on RTX SSRCs
     posted_at: float = 0.0
     first_video_frame_at: float | None = None
     answer_sdp: str = ""
@@ -266,6 +267,7 @@ class WhepViewer:
         for t in self.pc.getTransceivers():
             kinds[t.mid] = t.kind
         answer_ssrcs = _answer_ssrcs(r.text)
+        rtx_ssrcs = _answer_rtx_ssrcs(r.text)
         self.twcc_id = _answer_extension_id(r.text, EXT_TRANSPORT_CC) if self.twcc else None
         dtls = self.pc.getTransceivers()[0].receiver.transport
         original = dtls._handle_rtp_data
@@ -275,7 +277,13 @@ class WhepViewer:
             kind = answer_ssrcs.get(ssrc)
             if self.twcc_id is not None:
                 self._twcc_arrival(data)
-            if kind:
+            if kind and ssrc in rtx_ssrcs:
+                # A repair on the RTX stream (RFC 4588): its payload after the OSN.
+                self.rtx_packets[kind].append(data)
+                payload = _payload(data)[2:]
+                self.received_payloads[kind].append(payload)
+                self.received_timestamps[payload] = struct.unpack_from("!I", data, 4)[0]
+            elif kind:
                 self.raw_packets[kind].append(data)
                 self._raw.set()
                 payload = _payload(data)
@@ -508,6 +516,17 @@ def _answer_extension_id(sdp: str, uri: str) -> int | None:
         if line.startswith("a=extmap:") and line.split(" ", 1)[1].strip() == uri:
             return int(line[9:].split(" ", 1)[0].split("/", 1)[0])
     return None
+
+
+def _answer_rtx_ssrcs(sdp: str) -> set[int]:
+    """The RTX SSRCs of an answer's ``a=ssrc-group:FID <media> <rtx>`` lines."""
+    out: set[int] = set()
+    for line in sdp.splitlines():
+        if line.startswith("a=ssrc-group:FID "):
+            parts = line.split()
+            if len(parts) == 3:
+                out.add(int(parts[2]))
+    return out
 
 
 def _answer_ssrcs(sdp: str) -> dict[int, str]:

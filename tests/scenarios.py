@@ -45,7 +45,9 @@ async def lossy_viewer_is_served_nacks(node: NodeProcess, room: str) -> None:
     assert by_viewer["lossy"]["retransmitted"] > 0
     assert by_viewer["clean"]["retransmitted"] == 0
     assert clean.frames["video"] >= lossy.frames["video"] - 15
-    # Retransmissions are the stored protected bytes: payloads stay untouched.
+    # The viewer negotiated RTX (aiortc offers it): the repairs came on the RTX
+    # stream, and unwrapped they are the packets the publisher sent, untouched.
+    assert lossy.rtx_packets["video"] and not lossy.rtx_packets["audio"]
     foreign = [p for p in lossy.received_payloads["video"] if p not in pub.sent_payloads["video"]]
     assert foreign == []
     for v in (clean, lossy):

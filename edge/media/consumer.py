@@ -10,6 +10,7 @@ the stream continuous across the change.
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,14 @@ class ConsumerSlot:
         self.twcc: "TwccHistory | None" = None
         # The playout-delay value every packet carries (edge/media/playout.py); None = none.
         self.playout_delay: bytes | None = None
+        # RTX (edge/media/rtx.py): the SSRC, the RTX payload type of each of this
+        # slot's payload types, and the RTX stream's next sequence number. With
+        # RTX the retransmit buffer keeps clear packets (an RTX packet is built
+        # from one), else protected ones.
+        rtx_pt = {c.payload_type: c.rtx_payload_type for c in section.codecs if c.rtx_payload_type is not None}
+        self.rtx_ssrc = section.local_rtx_ssrc if section.kind == "video" and rtx_pt else None
+        self.rtx_pt = rtx_pt if self.rtx_ssrc is not None else {}
+        self.rtx_seq = random.getrandbits(16)
         # The RED payload type this viewer negotiated for audio (edge/media/red.py).
         red = next((c for c in section.codecs if c.name == "red"), None)
         self.red_pt = red.payload_type if red is not None else None

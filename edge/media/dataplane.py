@@ -7,15 +7,17 @@ control plane never loops over packets itself.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Protocol
 
 from .consumer import stamp_twcc
 from .rtp import RtpHeader, abs_send_time, build_packet
+from .rtx import restamp_twcc, rtx_packet, twcc_offset
 from .twcc import TwccHistory
 from .vp8 import parse_ids
 
 if TYPE_CHECKING:
-    from .consumer import Consumer
+    from .consumer import Consumer, ConsumerSlot
     from .producer import Producer
 
 
@@ -27,8 +29,9 @@ class DataPlane(Protocol):
     ) -> int:
         """Send one ingress packet to every consumer of ``producer``; return packets sent."""
 
-    def retransmit(self, consumer: "Consumer", sequence_numbers: list[int]) -> int:
-        """Re-send NACKed packets from the consumer's RetransmitBuffer; return how many."""
+    def retransmit(self, consumer: "Consumer", sequence_numbers: list[int], now: float | None = None) -> int:
+        """Re-send NACKed packets from the consumer's RetransmitBuffer (as RTX when the
+        slot negotiated it); return how many."""
 
     def twcc_history(self) -> TwccHistory:
         """A new transport-wide send history for one viewer (stamped by this plane)."""
@@ -87,26 +90,53 @@ class PythonDataPlane:
             )
             transport = consumer.transport
             protected = transport.protect_rtp(packet)
-            consumer.retransmit.put(mapped[0], protected)
+            # With RTX the repair is built from the clear packet (edge/media/rtx.py).
+            consumer.retransmit.put(mapped[0], packet if slot.rtx_ssrc is not None else protected)
             transport.send_protected(protected)
             consumer.packets += 1
             consumer.bytes += len(packet)
             sent += 1
         return sent
 
-    def retransmit(self, consumer: "Consumer", sequence_numbers: list[int]) -> int:
+    def retransmit(self, consumer: "Consumer", sequence_numbers: list[int], now: float | None = None) -> int:
         served = 0
         buffer = consumer.retransmit
-        send = consumer.transport.send_protected
+        transport = consumer.transport
+        send = transport.send_protected
         forwarder = consumer.forwarder
+        slot = consumer.slot
+        rtx_ssrc = slot.rtx_ssrc
         for seq in sequence_numbers:
             if forwarder.stale(seq):
                 continue
             packet = buffer.get(seq)
-            if packet is not None:
-                send(packet)
-                served += 1
+            if packet is None:
+                continue
+            if rtx_ssrc is not None:
+                packet = rtx_repair(slot, packet, time.time() if now is None else now)
+                if packet is None:
+                    continue
+                packet = transport.protect_rtp(packet)
+            send(packet)
+            served += 1
         return served
+
+
+def rtx_repair(slot: "ConsumerSlot", clear: bytes, now: float) -> bytes | None:
+    """The RTX repair of a clear packet of this slot (its TWCC sequence renewed)."""
+    rtx_pt = slot.rtx_pt.get(clear[1] & 0x7F)
+    if rtx_pt is None:
+        return None  # a payload type without RTX is not repaired on an RTX slot
+    try:
+        packet = rtx_packet(clear, rtx_pt, slot.rtx_seq, slot.rtx_ssrc)  # type: ignore[arg-type]
+    except ValueError:
+        return None
+    slot.rtx_seq = (slot.rtx_seq + 1) & 0xFFFF
+    if slot.twcc is not None and slot.twcc_id:
+        at = twcc_offset(packet, slot.twcc_id)
+        if at is not None:
+            packet = restamp_twcc(packet, slot.twcc_id, slot.twcc.send(now, len(packet)))
+    return packet
 
 
 def create_dataplane(name: str) -> tuple[DataPlane, str | None]:

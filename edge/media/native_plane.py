@@ -102,6 +102,7 @@ Differences from the Python plane (only on failure paths)
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -204,7 +205,7 @@ class NackOutcome:
     stale: int = 0  # from before the latest keyframe: not served, not budgeted (nack_stale)
 
 
-def serve_nacks(data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
+def serve_nacks(data: bytes, consumers: Sequence["Consumer"], now: float = 0.0) -> NackOutcome:
     """Serve a viewer's generic NACKs (RFC 4585) in one C call, GIL released.
 
     ``data`` is the viewer's unprotected RTCP compound, ``consumers`` the
@@ -228,6 +229,7 @@ def serve_nacks(data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
         natives,
         [consumer.nack_budget for consumer in consumers],
         [not consumer.transport.closed for consumer in consumers],
+        now,
     )
     if status < 0:
         return NackOutcome(malformed=True, others=False)
@@ -329,6 +331,11 @@ def native_consumer_for(consumer: "Consumer") -> Any:
         native.set_playout_delay(slot.pd_id, slot.playout_delay)
     if slot.twcc is not None and slot.twcc_id:
         native.set_twcc(slot.twcc_id, slot.twcc)
+    if slot.rtx_ssrc is not None:
+        table = bytearray(b"\xff" * 128)
+        for pt, rtx_pt in slot.rtx_pt.items():
+            table[pt & 0x7F] = rtx_pt
+        native.set_rtx(slot.rtx_ssrc, slot.rtx_seq, bytes(table))
     view = NativeRetransmitView(native)
     slot.forwarder = native  # type: ignore[assignment]
     slot.retransmit = view  # type: ignore[assignment]
@@ -374,9 +381,10 @@ class NativeDataPlane:
         """The RtpParser PublisherSession.on_rtp uses for its known streams."""
         return rtp_parser(sections)
 
-    def serve_nacks(self, data: bytes, consumers: Sequence["Consumer"]) -> NackOutcome:
-        """A viewer's NACKs served from the rings (ViewerSession.on_rtcp calls this)."""
-        return serve_nacks(data, consumers)
+    def serve_nacks(self, data: bytes, consumers: Sequence["Consumer"], now: float = 0.0) -> NackOutcome:
+        """A viewer's NACKs served from the rings (ViewerSession.on_rtcp calls this);
+        ``now`` is the send time RTX repairs are recorded with for TWCC."""
+        return serve_nacks(data, consumers, now)
 
     def srtp_receiver(self, profile: int, key: bytes, transport: Any = None) -> Any:
         """An inbound SRTP/SRTCP session for a transport (its srtp_receiver_factory)."""
@@ -505,9 +513,11 @@ class NativeDataPlane:
             getattr(producer, "vp8", False),
         )
 
-    def retransmit(self, consumer: "Consumer", sequence_numbers: list[int]) -> int:
+    def retransmit(self, consumer: "Consumer", sequence_numbers: list[int], now: float | None = None) -> int:
         native = consumer.slot.forwarder
         if not isinstance(native, NativeConsumer):
             # Never forwarded natively: its RetransmitBuffer is the Python one.
-            return PythonDataPlane.retransmit(self, consumer, sequence_numbers)  # type: ignore[arg-type]
-        return native.retransmit(sequence_numbers, not consumer.transport.closed)  # type: ignore[no-any-return]
+            return PythonDataPlane.retransmit(self, consumer, sequence_numbers, now)  # type: ignore[arg-type]
+        return native.retransmit(  # type: ignore[no-any-return]
+            sequence_numbers, not consumer.transport.closed, time.time() if now is None else now
+        )

@@ -282,7 +282,7 @@ class ViewerSession(Session):
         if serve_nacks is not None:
             # The native plane serves NACKs from its rings in one C call; the
             # rest of the compound (if any) is handled here as usual.
-            outcome = serve_nacks(data, [s.consumer for s in self.slots if s.consumer is not None])
+            outcome = serve_nacks(data, [s.consumer for s in self.slots if s.consumer is not None], time.time())
             if outcome.malformed:
                 self._dropped("malformed_rtcp")
                 return
@@ -322,7 +322,7 @@ class ViewerSession(Session):
                     metrics.nack_throttled.inc(len(asked) - consumer.nack_budget)
                     asked = asked[: consumer.nack_budget]
                 consumer.nack_budget -= len(asked)
-                served = self.node.dataplane.retransmit(consumer, asked) if asked else 0
+                served = self.node.dataplane.retransmit(consumer, asked, time.time()) if asked else 0
                 consumer.retransmitted += served
                 metrics.nack_served.inc(served)
                 if served < len(asked):

@@ -178,6 +178,9 @@ class MediaSection:
     # Simulcast layers the peer sends on this m-line (rids, lowest quality
     # first); empty for a single stream. See simulcast_sdp.py.
     rids: list[str] = field(default_factory=list)
+    # The RTX SSRC the node announced for this m-line (a=ssrc-group:FID), when
+    # the peer negotiated rtx: where repairs towards it go (edge/media/rtx.py).
+    local_rtx_ssrc: int | None = None
 
     def codec_by_pt(self, payload_type: int) -> CodecInfo | None:
         for c in self.codecs:
@@ -480,6 +483,11 @@ class WebRtcTransport:
                     remote_rtx={} if layers is not None else rtx,
                     msid=rmedia.msid or "",
                     rids=list(layers.rids) if layers is not None and t.kind == "video" else [],
+                    local_rtx_ssrc=(
+                        t.sender._rtx_ssrc
+                        if any(c.mimeType.lower().endswith("/rtx") for c in t._codecs)
+                        else None
+                    ),
                 )
             )
         return sections

@@ -143,6 +143,8 @@ def section(
     level_id: int | None = None,
     pd_id: int | None = None,
     twcc_id: int | None = None,
+    rtx_payload_type: int | None = None,
+    rtx_ssrc: int | None = None,
 ) -> MediaSection:
     name, rate, channels = CODECS[kind]
     extensions: dict[str, int] = {}
@@ -167,13 +169,14 @@ def section(
                 clock_rate=rate,
                 channels=channels,
                 parameters={},
-                rtx_payload_type=None,
+                rtx_payload_type=rtx_payload_type,
                 feedback=frozenset({"nack", "nack pli"}),
             )
         ],
         extensions=extensions,
         local_ssrc=local_ssrc,
         remote_ssrcs=remote_ssrcs or [],
+        local_rtx_ssrc=rtx_ssrc if rtx_payload_type is not None else None,
     )
 
 
@@ -207,6 +210,8 @@ class SlotSpec:
     pt_map: dict[int, int] | None  # None: what payload_type_map() computes
     pd_id: int | None = None  # the playout-delay extension's id, if negotiated
     twcc_id: int | None = None  # the transport-cc extension's id, if negotiated
+    rtx_pt: int | None = None  # the RTX payload type of payload_type, if negotiated
+    rtx_ssrc: int = 0  # the RTX SSRC (with rtx_pt)
 
 
 def attach(producer: Producer, slot: ConsumerSlot, transport: Any, pt_map: dict[int, int] | None) -> Consumer:
@@ -250,8 +255,12 @@ class Rig:
                 level_id=spec.level_id,
                 pd_id=spec.pd_id,
                 twcc_id=spec.twcc_id,
+                rtx_payload_type=spec.rtx_pt,
+                rtx_ssrc=spec.rtx_ssrc,
             )
-            self.slots.append(ConsumerSlot(StandInViewer(), sec, spec.ring))  # type: ignore[arg-type]
+            slot = ConsumerSlot(StandInViewer(), sec, spec.ring)  # type: ignore[arg-type]
+            slot.rtx_seq = spec.rtx_ssrc & 0xFFFF  # drawn at random in the node: fixed for comparisons
+            self.slots.append(slot)
 
     def attach(self, slot_index: int, producer_index: int) -> Consumer:
         slot = self.slots[slot_index]

@@ -66,6 +66,8 @@ def slot_specs(draw: st.DrawFn, kind: str, producer_pts: list[int]) -> SlotSpec:
         pt_map=pt_map,
         pd_id=draw(ext_ids),
         twcc_id=draw(ext_ids),
+        rtx_pt=draw(st.one_of(st.none(), st.integers(96, 127))) if kind == "video" else None,
+        rtx_ssrc=draw(st.integers(0, 2**32 - 1)),
     )
 
 
@@ -237,7 +239,7 @@ def execute(plane: Any, sc: dict[str, Any], parsed_forward: bool = False) -> tup
                 else:
                     relative = len(op) > 3 and op[3] == "relative"
                     seqs = [(last - x) & 0xFFFF if relative or 0 <= x <= 40 else x for x in op[2]]
-                    result = plane.retransmit(slot.consumer, seqs)
+                    result = plane.retransmit(slot.consumer, seqs, now)
             datagrams = rig.drain()
             for k, got in enumerate(datagrams):
                 seen[k].update(struct.unpack_from("!H", d, 2)[0] for d in got)
@@ -254,6 +256,7 @@ def execute(plane: Any, sc: dict[str, Any], parsed_forward: bool = False) -> tup
                     ],
                     [tuple(getattr(s.forwarder, name) for name in FORWARDER) for s in rig.slots],
                     twcc_records(history),
+                    [getattr(s.forwarder, "rtx_seq", s.rtx_seq) if s.rtx_ssrc is not None else None for s in rig.slots],
                 )
             )
         rings = [
@@ -469,3 +472,43 @@ def test_transport_wide_sequences_count_across_a_viewers_slots() -> None:
     assert nack[1] == 1
     clear = Session(tx_policy(slots[0].key, profile, Policy.SSRC_ANY_INBOUND)).unprotect(nack[2][0][0])
     assert int.from_bytes(RtpHeader.parse(clear).extensions[5], "big") == 16  # the 9th packet on slot 0
+
+
+def test_rtx_repairs_are_identical_and_well_formed() -> None:
+    """A slot with RTX (and TWCC) is repaired with RTX packets: the RTX payload
+    type, SSRC and sequence, the original sequence number (OSN) before the
+    payload, a new transport-wide sequence; the same bytes from both planes."""
+    from pylibsrtp import Policy
+
+    profile = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    key = b"\x07" * KEY_LENGTHS[profile]
+    slots = [SlotSpec("video", 3000, "1", 96, 4, 2, None, 64, profile, key, None, twcc_id=5, rtx_pt=97, rtx_ssrc=0xABCDEF01)]
+    forwards = [("forward", 0, 1, 3000, n == 0, n % 3 == 2, 200 + n, 0, 0, None, 0.01, n) for n in range(6)]
+    nacks = [("nack", 0, [2, 0], "relative"), ("nack", 0, [2], "relative"), ("nack", 0, [500])]
+    after = [("forward", 0, 1, 3000, False, True, 300 + n, 0, 0, None, 0.01, n) for n in range(3)]
+    expected, got = both_planes(video_scenario(slots, forwards + nacks + after, first_seq=100, seed=5))
+    assert got == expected
+    viewer = Session(tx_policy(key, profile, Policy.SSRC_ANY_INBOUND))
+    originals = [RtpHeader.parse(c) for c in (viewer.unprotect(t[2][0][0]) for t in expected[0][:6])]
+    repairs = [d for t in expected[0][6:9] for d in t[2][0]]
+    assert [t[1] for t in expected[0][6:9]] == [2, 1, 0]
+    assert len(repairs) == 3
+    rtx_seqs, osns, stamps = [], [], []
+    for datagram in repairs:
+        clear = viewer.unprotect(datagram)
+        header = RtpHeader.parse(clear)
+        assert header.ssrc == 0xABCDEF01 and header.payload_type == 97
+        payload = header.payload(clear)
+        osn = int.from_bytes(payload[:2], "big")
+        original = next(o for o in originals if o.sequence_number == osn)
+        assert header.timestamp == original.timestamp and header.marker == original.marker
+        rtx_seqs.append(header.sequence_number)
+        osns.append(osn)
+        stamps.append(int.from_bytes(header.extensions[5], "big"))
+    last = originals[-1].sequence_number
+    assert osns == [(last - 2) & 0xFFFF, last, (last - 2) & 0xFFFF]
+    assert rtx_seqs == [(0xEF01 + i) & 0xFFFF for i in range(3)]  # the RTX stream's own numbering
+    assert stamps == [6, 7, 8]  # six originals took 0-5: each repair takes the next
+    # The media stream goes on after the repairs (the RTX stream has SRTP state of its own).
+    later = [RtpHeader.parse(viewer.unprotect(t[2][0][0])) for t in expected[0][9:]]
+    assert [h.sequence_number for h in later] == [(last + 1 + i) & 0xFFFF for i in range(3)]
