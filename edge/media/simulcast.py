@@ -194,10 +194,14 @@ class LayerSelector:
         return self._trial is not None
 
     def _rising(self, now: float) -> bool:
-        """The estimate grew by 3 % or more over the trend window."""
+        """The estimate grew by 3 % and 10 kbit/s or more over the trend window.
+
+        (The budget is the estimate less the audio's measured rate: on a tiny
+        budget the audio's own wobble would otherwise look like a climb.)"""
         if len(self._history) < 2 or now - self._history[0][0] < self.config.trend_window / 2:
             return False
-        return self._history[-1][1] >= self._history[0][1] * 1.03
+        first, last = self._history[0][1], self._history[-1][1]
+        return last >= first * 1.03 and last - first >= 10_000
 
     def initial(self, layers: list[Layer], now: float, budget: int | None) -> Layer | None:
         """The layer a new consumer starts on: the best that fits a known budget, else the lowest."""

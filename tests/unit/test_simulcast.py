@@ -333,3 +333,13 @@ def test_an_estimate_far_below_an_unearned_layer_steps_down_after_the_hold() -> 
     assert at(7.0, ls[1], 68_000) is ls[1]
     # ...but once it has held below for estimate_hold, down to q.
     assert at(8.0, ls[1], 68_000) is ls[0]
+
+
+def test_a_tiny_budget_wobbling_with_the_audio_is_not_a_rising_estimate() -> None:
+    """100k estimate less ~64k of audio whose measured rate wobbles: +6 % but 2 kbit/s."""
+    ls = layers(0.0, 250_000, 500_000, 1_500_000)
+    s = LayerSelector(SelectorConfig(trial_backoff=1.0))
+    at = stepper(s, ls)
+    s.initial(ls, 0.0, 34_000)
+    for i, budget in enumerate([34_000, 35_000, 34_500, 36_000, 36_200, 36_100, 36_400]):
+        assert at(1.0 + i, ls[0], budget) is ls[0]
