@@ -22,6 +22,7 @@ from .red import RedSource
 from .simulcast import Layer
 from .rtp import RtpHeader, unwrap_rtx
 from .session import Session, _source_names
+from .vp8 import temporal_id
 
 log = get_logger("edge.media")
 
@@ -158,7 +159,7 @@ class PublisherSession(Session):
             layer = self._layers.get(ssrc)
             if layer is not None and payload_type == layer.producer.codec.payload_type:  # type: ignore[attr-defined]
                 now = time.time()
-                self._layer_packet(layer, data, parsed[4], parsed[5], parsed[13], now)
+                self._layer_packet(layer, data, parsed[4], parsed[5], parsed[13], now, parsed[0])
                 if layer.consumers:
                     self.node.dataplane.forward_parsed(layer, data, parsed, now)
                 self._tap_layer(layer, data, now)
@@ -234,11 +235,15 @@ class PublisherSession(Session):
                 producer.joining.clear()
 
     def _layer_packet(
-        self, layer: Layer, data: bytes, seq: int, timestamp: int, keyframe: bool, now: float
+        self, layer: Layer, data: bytes, seq: int, timestamp: int, keyframe: bool, now: float, offset: int = 12
     ) -> None:
         """The same for a simulcast layer; a keyframe moves the consumers waiting for it."""
         producer: Producer = layer.producer  # type: ignore[assignment]
         layer.last_packet = now
+        if producer.vp8:
+            tid = temporal_id(data[offset : offset + 8])
+            if tid is not None and tid >= layer.temporal_layers:
+                layer.temporal_layers = tid + 1
         missing = layer.stats.add(seq, timestamp, len(data), now)
         if producer.nack_enabled:
             self._nack(layer.ssrc, layer.nacks, seq, missing, now)  # type: ignore[arg-type]
@@ -285,7 +290,7 @@ class PublisherSession(Session):
             return
         now = time.time()
         keyframe = is_keyframe(producer.codec.name, data[header.payload_offset :])
-        self._layer_packet(layer, data, header.sequence_number, header.timestamp, keyframe, now)
+        self._layer_packet(layer, data, header.sequence_number, header.timestamp, keyframe, now, header.payload_offset)
         if layer.consumers:
             self.node.dataplane.forward(layer, data, header, keyframe, now)
         self._tap_layer(layer, data, now)

@@ -71,6 +71,8 @@ class Layer:
         self.nacks = NackTracker()
         self.keyframes = KeyframeRequester(lambda: send_pli(self), keyframe_interval)
         self.keyframes_seen = 0
+        # Temporal layers the publisher sends in this encoding (VP8 TIDs seen + 1; 0: none).
+        self.temporal_layers = 0
         self.last_packet = 0.0
         self.bitrate = 0  # bit/s over the last measuring window
         self._bytes_at_tick = 0
@@ -109,6 +111,7 @@ class Layer:
             "packets": self.stats.packets,
             "packets_lost": self.stats.lost,
             "keyframes": self.keyframes_seen,
+            "temporal_layers": self.temporal_layers,
             "consumers": len(self.consumers),
         }
 

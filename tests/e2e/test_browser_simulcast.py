@@ -51,6 +51,9 @@ async def test_chromium_simulcast_is_forwarded_per_viewer(node: NodeProcess, chr
         await asyncio.sleep(0.25)
     got = layers()
     assert [x["rid"] for x in got] == ["q", "h", "f"]
+    # Chromium's VP8 simulcast sends three temporal layers in each encoding (L1T3):
+    # what dropping temporal layers as the first step down would work with.
+    assert {x["rid"]: x["temporal_layers"] for x in got} == {"q": 3, "h": 3, "f": 3}
     assert len({x["ssrc"] for x in got}) == 3
 
     rich = WhepViewer(node.url, room, node.token(room, "rich", "viewer"))
