@@ -58,6 +58,7 @@
 #include <openssl/crypto.h>
 
 #define CHUNK 64          /* packets per sendmmsg batch in a fan-out */
+#define TRAIL 0x4000      /* forwarder.TRAIL */
 #define MAX_EXT_BLOCK 780 /* 4 + 3 * (2 + 255), padded */
 
 static PyObject *SrtpError;
@@ -621,6 +622,12 @@ static int fwd_map(NativeConsumerObject *nc, uint64_t seq, uint64_t ts, int keyf
         nc->has_last_seq = 1;
         nc->last_ts = (int64_t)t;
         nc->last_wall = now;
+        /* Forwarder.map: the floor and the keyframe mark trail the newest by at most TRAIL */
+        if (((s - (uint64_t)nc->floor_seq) & 0xFFFF) > TRAIL && ((s - (uint64_t)nc->floor_seq) & 0xFFFF) < 0x8000)
+            nc->floor_seq = (int64_t)((s - TRAIL) & 0xFFFF);
+        if (nc->has_key && ((s - (uint64_t)nc->key_seq) & 0xFFFF) > TRAIL &&
+            ((s - (uint64_t)nc->key_seq) & 0xFFFF) < 0x8000)
+            nc->key_seq = (int64_t)((s - TRAIL) & 0xFFFF);
     }
     *out_seq = s;
     *out_ts = t;

@@ -16,6 +16,9 @@ from .rtp import seq_diff, seq_newer
 from .vp8 import Vp8Ids, newer, write_ids
 
 
+# How far behind the newest outgoing packet the floor and the keyframe mark may be.
+TRAIL = 0x4000
+
 class Forwarder:
     __slots__ = (
         "video",
@@ -116,6 +119,14 @@ class Forwarder:
             self.last_seq = out_seq
             self.last_ts = out_ts
             self.last_wall = now
+            # The floor and the keyframe mark trail the newest packet by at most
+            # TRAIL: compared in a 16-bit space, a mark 32768 packets behind
+            # would look ahead, and the stream would be cut (or its NACKs
+            # judged stale) for the next 32768 packets.
+            if seq_diff(out_seq, self.floor_seq) > TRAIL:
+                self.floor_seq = (out_seq - TRAIL) & 0xFFFF
+            if self.key_seq is not None and seq_diff(out_seq, self.key_seq) > TRAIL:
+                self.key_seq = (out_seq - TRAIL) & 0xFFFF
         return out_seq, out_ts
 
     def _rebase(self, seq: int, ts: int, now: float) -> None:

@@ -512,3 +512,20 @@ def test_rtx_repairs_are_identical_and_well_formed() -> None:
     # The media stream goes on after the repairs (the RTX stream has SRTP state of its own).
     later = [RtpHeader.parse(viewer.unprotect(t[2][0][0])) for t in expected[0][9:]]
     assert [h.sequence_number for h in later] == [(last + 1 + i) & 0xFFFF for i in range(3)]
+
+
+def test_both_planes_forward_past_half_the_sequence_space() -> None:
+    """A stream 40 000 packets past its keyframe (sequence steps of 4 000: the
+    floor and the keyframe mark must trail it, or the stream is cut at 32 768):
+    every packet forwarded, identically, and a recent NACK served."""
+    from pylibsrtp import Policy
+
+    profile = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    slots = [SlotSpec("video", 4000, "1", 96, 4, 2, None, 64, profile, b"\x03" * KEY_LENGTHS[profile], None)]
+    forwards = [("forward", 0, 1, 3000, n == 0, True, 100, 0, 0, None, 0.01, n) for n in range(3)]
+    forwards += [("forward", 0, 4000, 3000, False, True, 100, 0, 0, None, 0.01, n) for n in range(12)]
+    forwards += [("nack", 0, [0], "relative")]
+    expected, got = both_planes(video_scenario(slots, forwards, first_seq=100, seed=9))
+    assert got == expected
+    assert [t[1] for t in expected[0][:15]] == [1] * 15  # every packet went out
+    assert expected[0][15][1] == 1  # the NACK was served, not judged stale

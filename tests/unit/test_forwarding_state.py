@@ -119,3 +119,24 @@ def test_retransmit_buffer_counts_a_packet_nacked_once() -> None:
     assert not buf.first_nack(11)  # never stored
     buf.put(14, b"b")  # the slot of 10 now holds 14
     assert not buf.first_nack(10) and buf.first_nack(14)
+
+
+def test_a_long_stream_is_never_cut_and_its_repairs_stay_fresh() -> None:
+    """100 000 packets (past two 16-bit wraps) after one keyframe: every one is
+    forwarded, in order, and a NACK for a recent packet is not judged stale."""
+    from edge.media.forwarder import Forwarder
+    from edge.media.rtp import seq_diff
+
+    f = Forwarder(video=True, clock_rate=90000)
+    f.switch(object(), 90000)
+    first = f.map(1000, 0, True, 0.0)
+    assert first is not None
+    last = first[0]
+    for i in range(1, 100_000):
+        mapped = f.map((1000 + i) & 0xFFFF, i * 30, False, i * 0.001)
+        assert mapped is not None, i
+        assert seq_diff(mapped[0], last) == 1
+        last = mapped[0]
+        if i % 10_000 == 0:
+            assert not f.stale((last - 5) & 0xFFFF)
+    assert f.stale((last - 0x4000 - 1) & 0xFFFF)  # older than the trailing mark: not worth a resend
