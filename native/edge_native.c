@@ -865,6 +865,29 @@ static int rtx_build(NativeConsumerObject *nc, const ring_entry *e, double now, 
 
 #define RTX_CAP 2048 /* bytes per RTX repair buffer: a packet of up to ~2 KB */
 
+/* One repair of ring entry e, lock held: the message's iov points at the stored
+ * protected packet or, on an RTX slot, at its RTX packet built into out
+ * (RTX_CAP bytes). Sets the message's address too; 0 if there is nothing to send. */
+static int repair_msg(NativeConsumerObject *nc, const ring_entry *e, double now, uint8_t *out,
+                      struct iovec *iov, struct mmsghdr *msg)
+{
+    if (nc->rtx) {
+        int len = rtx_build(nc, e, now, out, RTX_CAP);
+        if (len < 0)
+            return 0;
+        iov->iov_base = out;
+        iov->iov_len = (size_t)len;
+    } else {
+        iov->iov_base = e->buf;
+        iov->iov_len = e->len;
+    }
+    msg->msg_hdr.msg_iov = iov;
+    msg->msg_hdr.msg_iovlen = 1;
+    msg->msg_hdr.msg_name = &nc->addr;
+    msg->msg_hdr.msg_namelen = nc->addrlen;
+    return 1;
+}
+
 static PyObject *NativeConsumer_retransmit(NativeConsumerObject *self, PyObject *args)
 {
     PyObject *seqs, *fast;
@@ -918,22 +941,8 @@ static PyObject *NativeConsumer_retransmit(NativeConsumerObject *self, PyObject 
         e = &self->ring[(uint64_t)wanted[i] & self->ring_mask];
         if (e->seq != wanted[i] || nc_stale(self, (uint64_t)wanted[i]))
             continue;
-        if (self->rtx) {
-            uint8_t *out = rtx_bufs + (size_t)served * RTX_CAP;
-            int len = rtx_build(self, e, now, out, RTX_CAP);
-            if (len < 0)
-                continue;
-            iov[served].iov_base = out;
-            iov[served].iov_len = (size_t)len;
-        } else {
-            iov[served].iov_base = e->buf;
-            iov[served].iov_len = e->len;
-        }
-        msgs[served].msg_hdr.msg_iov = &iov[served];
-        msgs[served].msg_hdr.msg_iovlen = 1;
-        msgs[served].msg_hdr.msg_name = &self->addr;
-        msgs[served].msg_hdr.msg_namelen = self->addrlen;
-        served++;
+        if (repair_msg(self, e, now, rtx_bufs ? rtx_bufs + (size_t)served * RTX_CAP : NULL, &iov[served], &msgs[served]))
+            served++;
     }
     /* The ring entries stay put while we hold the lock: send from them directly. */
     if (send && served && self->fd >= 0 && !__atomic_load_n(&self->closing, __ATOMIC_SEQ_CST)) {
@@ -1997,22 +2006,8 @@ static unsigned long long nack_resend(NativeConsumerObject *nc, const uint16_t *
             ring_entry *e = &nc->ring[(uint64_t)seqs[off] & nc->ring_mask];
             if (e->seq != (int64_t)seqs[off] || nc_stale(nc, seqs[off]))
                 continue;
-            if (nc->rtx) {
-                uint8_t *out = rtx_bufs + (size_t)batch * RTX_CAP;
-                int len = rtx_build(nc, e, now, out, RTX_CAP);
-                if (len < 0)
-                    continue;
-                iov[batch].iov_base = out;
-                iov[batch].iov_len = (size_t)len;
-            } else {
-                iov[batch].iov_base = e->buf;
-                iov[batch].iov_len = e->len;
-            }
-            msgs[batch].msg_hdr.msg_iov = &iov[batch];
-            msgs[batch].msg_hdr.msg_iovlen = 1;
-            msgs[batch].msg_hdr.msg_name = &nc->addr;
-            msgs[batch].msg_hdr.msg_namelen = nc->addrlen;
-            batch++;
+            if (repair_msg(nc, e, now, rtx_bufs ? rtx_bufs + (size_t)batch * RTX_CAP : NULL, &iov[batch], &msgs[batch]))
+                batch++;
         }
         if (send && batch && nc->fd >= 0 && !__atomic_load_n(&nc->closing, __ATOMIC_SEQ_CST))
             send_batch(nc->fd, msgs, batch, &eagain, &errors);
