@@ -123,6 +123,11 @@ class BrowserQoe:
 JOIN_TIMEOUT_MS = 150_000
 
 
+class JoinTimeout(RuntimeError):
+    """The viewer never showed a first frame: the join itself got stuck on the
+    impaired link (the DTLS retransmission backoff, docs/weak-networks.md)."""
+
+
 def _network_changed(exc: Exception) -> bool:
     text = str(exc)
     return any(
@@ -158,6 +163,8 @@ async def open_viewer(page: Any, url: str, attempts: int = 5) -> None:
             return
         except Exception as exc:
             if not _network_changed(exc) or attempt == attempts - 1:
+                if "Timeout" in type(exc).__name__:
+                    raise JoinTimeout(f"no first frame within {JOIN_TIMEOUT_MS // 1000} s: {exc}") from exc
                 raise
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from .browser import BrowserQoe, run
+from .browser import BrowserQoe, JoinTimeout, run
 from .criteria import CRITERIA, SCENARIOS
 
 pytestmark = pytest.mark.browser
@@ -45,11 +45,20 @@ async def scenario(name: str) -> BrowserQoe:
     the node achieves: the bandwidth drop's longest freeze measured 0.67-0.98 s
     unloaded and 1.00-1.07 s inside a full CI run, against 1 s (the time for the
     lower layer's keyframe, ~15 KB, to cross the 500 kbit/s link after the drop).
-    Every miss is printed; the last run is returned and must meet every
+    A run whose viewer never joins (the DTLS backoff on a lossy link) counts as a
+    miss too. Every miss is printed; the last run is returned and must meet every
     criterion. bench/qoe.py records every run, misses included (bench/RESULTS.md).
     """
     for attempt in range(1, RUNS + 1):
-        result = await run_once(name)
+        try:
+            result = await run_once(name)
+        except JoinTimeout as exc:
+            # Joining through loss can stall for minutes (DTLS backoff, its own
+            # problem, docs/weak-networks.md); the criteria judge playback.
+            if attempt == RUNS:
+                raise
+            print(f"{name}: run {attempt} never joined ({exc}); running it again")
+            continue
         missed = failures(name, result)
         if not missed or attempt == RUNS:
             return result
