@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.plugins.api import Edge, MessageContext
 
-from .inventory import InventoryError, Order, UnknownOrder
+from .inventory import InventoryError, UnknownOrder
 from .messages import CANCEL, PAY, RESERVE
 from .replies import order_status, outcome_reply
 from .service import FlashSales
@@ -50,25 +50,42 @@ async def _late_answer(service: FlashSales, edge: Edge, room: str, user: str, sk
 
 async def settle(service: FlashSales, edge: Edge, message: MessageContext, action: str) -> None:
     order_id = message.envelope.data["order_id"]
-    order = await service.order(order_id)
-    if order is None or order.user != message.sender.identity or order.room != message.room:
-        message.reject("not_found", f"you have no order {order_id!r} in this room")
-        return
-    move = service.confirm_payment if action == PAY else service.cancel
+    room, user = message.room, message.sender.identity
     try:
-        status = await move(order_id)
-    except asyncio.CancelledError:  # over the budget: moving an order again is harmless, answer late
+        kind, data = await _settle(service, room, user, order_id, action)
+    except asyncio.CancelledError:
+        # Over the budget, at the lookup or at the move: moving an order again is
+        # harmless, so the whole settle runs again in a task and answers late.
         connection = getattr(message, "connection_id", "") or None
-        asyncio.ensure_future(_late_status(edge, move, order, message.envelope.id, connection))
+        asyncio.ensure_future(_late_settle(service, edge, room, user, order_id, action, message.envelope.id, connection))
         raise
-    message.reply("order.status", order_status(order, status))
+    if kind == "error":
+        message.reject(data["code"], data["reason"])
+    else:
+        message.reply(kind, data)
 
 
-async def _late_status(edge: Edge, move: Any, order: Order, reply_to: str | None, connection: str | None) -> None:
-    data = order_status(order, await move(order.order_id))
+async def _settle(service: FlashSales, room: str, user: str, order_id: str, action: str) -> tuple[str, dict[str, Any]]:
+    """(``order.status``, its data), or (``error``, code and reason) for an order that is
+    not this user's in this room."""
+    order = await service.order(order_id)
+    if order is None or order.user != user or order.room != room:
+        return "error", {"code": "not_found", "reason": f"you have no order {order_id!r} in this room"}
+    move = service.confirm_payment if action == PAY else service.cancel
+    return "order.status", order_status(order, await move(order_id))
+
+
+async def _late_settle(service: FlashSales, edge: Edge, room: str, user: str, order_id: str, action: str,
+                       reply_to: str | None, connection: str | None) -> None:
+    try:
+        kind, data = await _settle(service, room, user, order_id, action)
+    except UnknownOrder:
+        kind, data = "error", {"code": "not_found", "reason": "no such order"}
+    except InventoryError:
+        kind, data = "error", {"code": "unavailable", "reason": "the inventory is unavailable; retry"}
     if reply_to is not None:
         data["reply_to"] = reply_to
-    edge.send_to(order.room, order.user, "order.status", data, connection=connection)
+    edge.send_to(room, user, kind, data, connection=connection)
 
 
 async def handle(plugin: "FlashSalePlugin", edge: Edge, message: MessageContext) -> None:
