@@ -135,7 +135,7 @@ def rtx_repair(slot: "ConsumerSlot", clear: bytes, now: float) -> bytes | None:
     if slot.twcc is not None and slot.twcc_id:
         at = twcc_offset(packet, slot.twcc_id)
         if at is not None:
-            packet = restamp_twcc(packet, slot.twcc_id, slot.twcc.send(now, len(packet)))
+            packet = restamp_twcc(packet, at, slot.twcc.send(now, len(packet)))
     return packet
 
 

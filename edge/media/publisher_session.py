@@ -15,14 +15,13 @@ from ..observability.logging import get_logger
 from ..transport.simulcast_sdp import EXT_REPAIRED_RID, EXT_RID
 from ..transport.webrtc import EXT_MID
 from . import rtcp
-from .codecs import is_keyframe
+from .codecs import is_keyframe, vp8_temporal_layer
 from .producer import Producer
 from .nack import NackTracker
 from .red import RedSource
 from .simulcast import Layer
 from .rtp import RtpHeader, unwrap_rtx
 from .session import Session, _source_names
-from .vp8 import temporal_id
 
 log = get_logger("edge.media")
 
@@ -241,7 +240,7 @@ class PublisherSession(Session):
         producer: Producer = layer.producer  # type: ignore[assignment]
         layer.last_packet = now
         if producer.vp8:
-            tid = temporal_id(data[offset : offset + 8])
+            tid = vp8_temporal_layer(data[offset : offset + 8])
             if tid is not None and tid >= layer.temporal_layers:
                 layer.temporal_layers = tid + 1
         missing = layer.stats.add(seq, timestamp, len(data), now)

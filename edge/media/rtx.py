@@ -17,7 +17,6 @@ build byte-identical RTX packets (tests/native).
 from __future__ import annotations
 
 _HEADER = 12  # the node builds its packets without CSRCs
-ONE_BYTE_PROFILE = 0xBEDE
 
 
 def rtx_packet(clear: bytes, rtx_payload_type: int, sequence_number: int, ssrc: int) -> bytes:
@@ -45,9 +44,6 @@ def twcc_offset(packet: bytes, twcc_id: int) -> int | None:
     return _HEADER + 6 if packet[16] == twcc_id and packet[17] == 2 else None
 
 
-def restamp_twcc(packet: bytes, twcc_id: int, sequence: int) -> bytes:
-    """``packet`` with its transport-wide sequence replaced (unchanged if it has none)."""
-    at = twcc_offset(packet, twcc_id)
-    if at is None:
-        return packet
+def restamp_twcc(packet: bytes, at: int, sequence: int) -> bytes:
+    """``packet`` with the transport-wide sequence at offset ``at`` (``twcc_offset``) replaced."""
     return packet[:at] + (sequence & 0xFFFF).to_bytes(2, "big") + packet[at + 2 :]

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 _X = 0x80
 _I = 0x80
 _L = 0x40
-_T = 0x20
 _M = 0x80
 
 
@@ -63,30 +62,6 @@ def parse_ids(payload: bytes) -> Vp8Ids | None:
     if pic_at < 0 and tl0_at < 0:
         return None
     return Vp8Ids(pic_at, bits, pic, tl0_at, tl0)
-
-
-def temporal_id(payload: bytes) -> int | None:
-    """The TID of a VP8 payload descriptor (RFC 7741 §4.2); None without the T bit.
-
-    Read per ingress packet of a simulcast layer so the room API can say whether
-    a publisher sends temporal layers (Chromium's VP8 simulcast may: the
-    groundwork for dropping them as the first step down)."""
-    size = len(payload)
-    if size < 2 or not payload[0] & _X:
-        return None
-    ext = payload[1]
-    if not ext & _T:
-        return None
-    pos = 2
-    if ext & _I:
-        if pos >= size:
-            return None
-        pos += 2 if payload[pos] & _M else 1
-    if ext & _L:
-        pos += 1
-    if pos >= size:
-        return None
-    return payload[pos] >> 6
 
 
 def newer(a: int, b: int, bits: int) -> bool:

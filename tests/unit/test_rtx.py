@@ -33,9 +33,10 @@ def test_the_transport_wide_sequence_is_found_first_in_either_form() -> None:
     assert twcc_offset(one_byte, 5) == 17 and twcc_offset(two_byte, 200) == 18
     assert twcc_offset(one_byte, 6) is None  # another id first: not ours to patch
     assert twcc_offset(_clear({}), 5) is None
-    stamped = RtpHeader.parse(restamp_twcc(one_byte, 5, 0x10002))
+    stamped = RtpHeader.parse(restamp_twcc(one_byte, 17, 0x10002))
     assert stamped.extensions[5] == b"\x00\x02" and stamped.extensions[1] == b"0"
-    assert restamp_twcc(_clear({1: b"0"}), 5, 9) == _clear({1: b"0"})
+    stamped = RtpHeader.parse(restamp_twcc(two_byte, 18, 7))
+    assert stamped.extensions[200] == b"\x00\x07" and stamped.extensions[1] == b"0"
 
 
 def test_packets_the_node_does_not_build_are_refused() -> None:

@@ -67,15 +67,3 @@ def test_packets_of_one_picture_keep_one_number_and_a_7_bit_id_stays_7_bit() -> 
         assert len(rewritten) == len(payload)
         out.append(ids_of(rewritten)[0])
     assert out == [101, 101, 102]
-
-
-def test_temporal_id_is_read_from_the_descriptor() -> None:
-    from edge.media.vp8 import temporal_id
-
-    # X; I (15-bit PictureID), L (TL0PICIDX), T: TID 2, Y, KEYIDX 0.
-    assert temporal_id(bytes([0x90, 0xE0, 0x80 | 0x12, 0x34, 0x07, (2 << 6) | 0x20, 0x9D])) == 2
-    # 7-bit PictureID, no L: the T/K byte follows the PictureID.
-    assert temporal_id(bytes([0x90, 0xA0, 0x12, (1 << 6), 0x9D])) == 1
-    assert temporal_id(bytes([0x90, 0xC0, 0x80, 0x01, 0x07, 0x9D])) is None  # no T bit
-    assert temporal_id(bytes([0x10, 0x9D])) is None  # no X byte
-    assert temporal_id(bytes([0x90, 0xE0, 0x80])) is None  # truncated
