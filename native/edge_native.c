@@ -59,6 +59,8 @@
 
 #define CHUNK 64          /* packets per sendmmsg batch in a fan-out */
 #define TRAIL 0x4000      /* forwarder.TRAIL */
+#define ALL_TIDS 3        /* forwarder.ALL_TIDS */
+#define MARKS 64          /* forwarder.MARKS */
 #define MAX_EXT_BLOCK 780 /* 4 + 3 * (2 + 255), padded */
 
 static PyObject *SrtpError;
@@ -315,6 +317,13 @@ typedef struct {
     int64_t pic_offset, tl0_offset;
     int has_last_pic, has_last_tl0;
     int64_t last_pic, last_tl0;
+    /* Forwarder.tid / tid_target / in_last / in_dropped / drop_pic / pic_in_last /
+     * seq_marks / pic_marks / marks_lost: VP8 temporal-layer dropping. */
+    int64_t tid, tid_target;
+    int has_in_last, in_dropped, has_drop_pic, has_pic_in_last, marks_lost;
+    int64_t in_last, drop_pic, pic_in_last;
+    int n_seq_marks, n_pic_marks;
+    int64_t seq_marks[MARKS][2], pic_marks[MARKS][2]; /* (incoming, offset before), oldest first */
     int64_t last_ts;
     double last_wall;
     int started;
@@ -496,6 +505,7 @@ static int NativeConsumer_init(NativeConsumerObject *self, PyObject *args, PyObj
     }
     self->ssrc = (uint32_t)ssrc;
     self->vp8_sync = 1; /* Forwarder(): VP8 offsets are set on the first VP8 packet */
+    self->tid = self->tid_target = ALL_TIDS;
     self->video = video;
     self->clock_rate = clock_rate;
     self->mid_id = mid_id;
@@ -562,13 +572,130 @@ static void NativeConsumer_dealloc(NativeConsumerObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* edge/media/vp8.py: Vp8Ids, parse_ids, newer, Forwarder.vp8 */
+typedef struct {
+    int valid;
+    int pic_at, pic_bits, tl0_at;
+    unsigned pic, tl0;
+    int tid, sync, start; /* temporal layer (-1: none), Y, the frame's first packet */
+} vp8_ids;
+
+static void vp8_parse(const uint8_t *d, size_t size, vp8_ids *o)
+{
+    size_t pos = 2;
+    memset(o, 0, sizeof *o);
+    o->pic_at = o->tl0_at = o->tid = -1;
+    if (size < 2 || !(d[0] & 0x80))
+        return;
+    if (d[1] & 0x80) {
+        if (pos >= size)
+            return;
+        if (d[pos] & 0x80) {
+            if (pos + 1 >= size)
+                return;
+            o->pic_at = (int)pos;
+            o->pic_bits = 15;
+            o->pic = ((unsigned)(d[pos] & 0x7F) << 8) | d[pos + 1];
+            pos += 2;
+        } else {
+            o->pic_at = (int)pos;
+            o->pic_bits = 7;
+            o->pic = d[pos] & 0x7F;
+            pos += 1;
+        }
+    }
+    if (d[1] & 0x40) {
+        if (pos >= size) {
+            o->pic_at = -1;
+            return;
+        }
+        o->tl0_at = (int)pos;
+        o->tl0 = d[pos];
+        pos += 1;
+    }
+    if (d[1] & 0x30) { /* T or K: the TID|Y|KEYIDX byte */
+        if (pos >= size) {
+            o->pic_at = o->tl0_at = -1;
+            return;
+        }
+        if (d[1] & 0x20) {
+            o->tid = d[pos] >> 6;
+            o->sync = (d[pos] & 0x20) != 0;
+        }
+    }
+    o->start = (d[0] & 0x10) && !(d[0] & 0x07);
+    o->valid = o->pic_at >= 0 || o->tl0_at >= 0 || o->tid >= 0;
+}
+
+static inline int wrap_newer(uint64_t a, uint64_t b, int bits)
+{
+    uint64_t mask = (1ull << bits) - 1, d = (a - b) & mask;
+    return d > 0 && d < (1ull << (bits - 1));
+}
+
 /* Forwarder.map (edge/media/forwarder.py), caller holds the lock. Returns 0 to
  * skip the packet. A first start uses the origins drawn in advance from Python's
  * `random` (see draw_origin), exactly as Forwarder._rebase draws them. */
-static int fwd_map(NativeConsumerObject *nc, uint64_t seq, uint64_t ts, int keyframe, double now,
-                   uint64_t *out_seq, uint64_t *out_ts)
+static void push_mark(int64_t marks[][2], int *n, int64_t incoming, int64_t before, int *lost)
 {
-    uint64_t s, t;
+    if (*n == MARKS) {
+        memmove(marks[0], marks[1], sizeof(int64_t[2]) * (MARKS - 1));
+        (*n)--;
+        if (lost != NULL)
+            *lost = 1;
+    }
+    marks[*n][0] = incoming;
+    marks[*n][1] = before;
+    (*n)++;
+}
+
+/* Forwarder._drop_temporal, caller holds the lock. */
+static int drop_temporal(NativeConsumerObject *nc, uint64_t seq, const vp8_ids *ids, int keyframe,
+                         int newest)
+{
+    uint64_t gap;
+    int same_picture;
+    if (ids->start && newest) {
+        if (keyframe || nc->tid_target < nc->tid)
+            nc->tid = nc->tid_target;
+        else if (nc->tid < ids->tid && ids->tid <= nc->tid_target && ids->sync)
+            nc->tid = ids->tid;
+    }
+    if (ids->tid <= nc->tid)
+        return 0;
+    if (!newest)
+        return 1;
+    gap = nc->has_in_last ? ((seq - (uint64_t)nc->in_last) & 0xFFFF) - 1 : 0;
+    same_picture = ids->pic_at >= 0 && nc->has_drop_pic && (int64_t)ids->pic == nc->drop_pic;
+    if (nc->in_dropped && (gap == 0 || same_picture)) {
+        nc->seq_offset = (int64_t)(((uint64_t)nc->seq_offset - 1 - gap) & 0xFFFF);
+    } else {
+        push_mark(nc->seq_marks, &nc->n_seq_marks, (int64_t)seq, nc->seq_offset, &nc->marks_lost);
+        nc->seq_offset = (int64_t)(((uint64_t)nc->seq_offset - 1) & 0xFFFF);
+    }
+    nc->in_last = (int64_t)seq;
+    nc->has_in_last = 1;
+    nc->in_dropped = 1;
+    if (ids->pic_at >= 0) {
+        uint64_t mask = (1ull << ids->pic_bits) - 1;
+        if (!(nc->has_drop_pic && (int64_t)ids->pic == nc->drop_pic) &&
+            (!nc->has_pic_in_last || wrap_newer(ids->pic, (uint64_t)nc->pic_in_last, ids->pic_bits))) {
+            push_mark(nc->pic_marks, &nc->n_pic_marks, (int64_t)ids->pic, nc->pic_offset, NULL);
+            nc->pic_offset = (int64_t)(((uint64_t)nc->pic_offset - 1) & mask);
+            nc->pic_in_last = (int64_t)ids->pic;
+            nc->has_pic_in_last = 1;
+        }
+        nc->drop_pic = (int64_t)ids->pic;
+        nc->has_drop_pic = 1;
+    }
+    return 1;
+}
+
+static int fwd_map(NativeConsumerObject *nc, uint64_t seq, uint64_t ts, int keyframe, double now,
+                   const vp8_ids *ids, uint64_t *out_seq, uint64_t *out_ts)
+{
+    uint64_t s, t, offset;
+    int newest;
     if (!nc->started) {
         if (nc->video && !keyframe)
             return 0;
@@ -607,8 +734,33 @@ static int fwd_map(NativeConsumerObject *nc, uint64_t seq, uint64_t ts, int keyf
         nc->floor_seq = (int64_t)((seq + (uint64_t)nc->seq_offset) & 0xFFFF);
         nc->started = 1;
         nc->vp8_sync = 1;
+        nc->tid = nc->tid_target;
+        nc->has_in_last = nc->in_dropped = nc->has_drop_pic = nc->has_pic_in_last = 0;
+        nc->n_seq_marks = nc->n_pic_marks = 0;
+        nc->marks_lost = 0;
     }
-    s = (seq + (uint64_t)nc->seq_offset) & 0xFFFF;
+    newest = !nc->has_in_last || seq_newer(seq, (uint64_t)nc->in_last);
+    if (ids != NULL && ids->valid && ids->tid >= 0 && drop_temporal(nc, seq, ids, keyframe, newest))
+        return 0;
+    offset = (uint64_t)nc->seq_offset;
+    if (newest) {
+        nc->in_last = (int64_t)seq;
+        nc->has_in_last = 1;
+        nc->in_dropped = 0;
+    } else {
+        /* a late packet: the offset in force before the drops after it */
+        int i, before_all = 1;
+        for (i = nc->n_seq_marks - 1; i >= 0; i--) {
+            if (((seq - (uint64_t)nc->seq_marks[i][0]) & 0xFFFF) < 0x8000) {
+                before_all = 0;
+                break;
+            }
+            offset = (uint64_t)nc->seq_marks[i][1];
+        }
+        if (before_all && nc->marks_lost && nc->n_seq_marks)
+            return 0;
+    }
+    s = (seq + offset) & 0xFFFF;
     /* before the current source's start: would reuse sent seqs (and SRTP nonces) */
     if (((s - (uint64_t)nc->floor_seq) & 0xFFFF) >= 0x8000)
         return 0;
@@ -759,7 +911,7 @@ static PyObject *NativeConsumer_map(NativeConsumerObject *self, PyObject *args, 
     if (draw_origin(self, keyframe) < 0)
         return NULL;
     pthread_mutex_lock(&self->lock);
-    ok = fwd_map(self, seq, ts, keyframe, now, &out_seq, &out_ts);
+    ok = fwd_map(self, seq, ts, keyframe, now, NULL, &out_seq, &out_ts);
     pthread_mutex_unlock(&self->lock);
     if (!ok)
         Py_RETURN_NONE;
@@ -1169,6 +1321,84 @@ NC_OPTIONAL_FIELD(last_pic, has_last_pic)
 NC_OPTIONAL_FIELD(last_tl0, has_last_tl0)
 
 NC_OPTIONAL_FIELD(key_seq, has_key)
+NC_INT64_FIELD(tid)
+NC_INT64_FIELD(tid_target)
+NC_OPTIONAL_FIELD(in_last, has_in_last)
+NC_OPTIONAL_FIELD(drop_pic, has_drop_pic)
+NC_OPTIONAL_FIELD(pic_in_last, has_pic_in_last)
+NC_BOOL_FIELD(in_dropped)
+NC_BOOL_FIELD(marks_lost)
+
+static PyObject *marks_list(NativeConsumerObject *self, int pic)
+{
+    int64_t copy[MARKS][2];
+    int n, i;
+    PyObject *out;
+    pthread_mutex_lock(&self->lock);
+    n = pic ? self->n_pic_marks : self->n_seq_marks;
+    memcpy(copy, pic ? self->pic_marks : self->seq_marks, sizeof(int64_t[2]) * (size_t)n);
+    pthread_mutex_unlock(&self->lock);
+    out = PyList_New(n);
+    for (i = 0; out != NULL && i < n; i++) {
+        PyObject *t = Py_BuildValue("(LL)", (long long)copy[i][0], (long long)copy[i][1]);
+        if (t == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+    return out;
+}
+
+static PyObject *nc_get_seq_marks(NativeConsumerObject *self, void *c)
+{
+    return marks_list(self, 0);
+}
+
+static PyObject *nc_get_pic_marks(NativeConsumerObject *self, void *c)
+{
+    return marks_list(self, 1);
+}
+
+/* The marks from a list of (incoming, offset before), the newest MARKS kept. */
+static int marks_set(NativeConsumerObject *self, PyObject *value, int pic)
+{
+    int64_t copy[MARKS][2];
+    Py_ssize_t n, i, skip;
+    PyObject *seq = value == NULL ? NULL : PySequence_Fast(value, "marks must be a list of pairs");
+    if (seq == NULL)
+        return -1;
+    n = PySequence_Fast_GET_SIZE(seq);
+    skip = n > MARKS ? n - MARKS : 0;
+    for (i = skip; i < n; i++) {
+        long long a, b;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "LL", &a, &b)) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        copy[i - skip][0] = a;
+        copy[i - skip][1] = b;
+    }
+    Py_DECREF(seq);
+    pthread_mutex_lock(&self->lock);
+    memcpy(pic ? self->pic_marks : self->seq_marks, copy, sizeof(int64_t[2]) * (size_t)(n - skip));
+    if (pic)
+        self->n_pic_marks = (int)(n - skip);
+    else
+        self->n_seq_marks = (int)(n - skip);
+    pthread_mutex_unlock(&self->lock);
+    return 0;
+}
+
+static int nc_set_seq_marks(NativeConsumerObject *self, PyObject *value, void *c)
+{
+    return marks_set(self, value, 0);
+}
+
+static int nc_set_pic_marks(NativeConsumerObject *self, PyObject *value, void *c)
+{
+    return marks_set(self, value, 1);
+}
 NC_OPTIONAL_FIELD(last_seq, has_last_seq)
 
 static PyObject *nc_get_last_wall(NativeConsumerObject *self, void *c)
@@ -1276,6 +1506,15 @@ static PyGetSetDef NativeConsumer_getset[] = {
     RW(last_wall, "Forwarder.last_wall"),
     RW(started, "Forwarder.started"),
     RW(floor_seq, "Forwarder.floor_seq"),
+    RW(tid, "Forwarder.tid: the highest VP8 temporal layer forwarded now"),
+    RW(tid_target, "Forwarder.tid_target: the highest wanted (taken at a frame start)"),
+    RW(in_last, "Forwarder.in_last (None since the (re)start)"),
+    RW(in_dropped, "Forwarder.in_dropped"),
+    RW(drop_pic, "Forwarder.drop_pic"),
+    RW(pic_in_last, "Forwarder.pic_in_last"),
+    RW(marks_lost, "Forwarder.marks_lost"),
+    RW(seq_marks, "Forwarder.seq_marks: [(incoming seq dropped, seq_offset before)]"),
+    RW(pic_marks, "Forwarder.pic_marks: [(incoming PictureID dropped, pic_offset before)]"),
     {"waiting_for_keyframe", (getter)nc_get_waiting, NULL, "Forwarder.waiting_for_keyframe", NULL},
     RO(ssrc, "outgoing SSRC"),
     RO(ring_size, "retransmit ring entries"),
@@ -1476,58 +1715,10 @@ static uint8_t *scratch(size_t need)
     return scratch_buf;
 }
 
-/* edge/media/vp8.py: Vp8Ids, parse_ids, newer, Forwarder.vp8 */
-typedef struct {
-    int valid;
-    int pic_at, pic_bits, tl0_at;
-    unsigned pic, tl0;
-} vp8_ids;
-
-static void vp8_parse(const uint8_t *d, size_t size, vp8_ids *o)
-{
-    size_t pos = 2;
-    memset(o, 0, sizeof *o);
-    o->pic_at = o->tl0_at = -1;
-    if (size < 2 || !(d[0] & 0x80))
-        return;
-    if (d[1] & 0x80) {
-        if (pos >= size)
-            return;
-        if (d[pos] & 0x80) {
-            if (pos + 1 >= size)
-                return;
-            o->pic_at = (int)pos;
-            o->pic_bits = 15;
-            o->pic = ((unsigned)(d[pos] & 0x7F) << 8) | d[pos + 1];
-            pos += 2;
-        } else {
-            o->pic_at = (int)pos;
-            o->pic_bits = 7;
-            o->pic = d[pos] & 0x7F;
-            pos += 1;
-        }
-    }
-    if (d[1] & 0x40) {
-        if (pos >= size) {
-            o->pic_at = -1;
-            return;
-        }
-        o->tl0_at = (int)pos;
-        o->tl0 = d[pos];
-    }
-    o->valid = o->pic_at >= 0 || o->tl0_at >= 0;
-}
-
-static inline int wrap_newer(uint64_t a, uint64_t b, int bits)
-{
-    uint64_t mask = (1ull << bits) - 1, d = (a - b) & mask;
-    return d > 0 && d < (1ull << (bits - 1));
-}
-
 /* Forwarder.vp8 on the copy of the payload at `out` (nc locked). */
 static void vp8_rewrite(NativeConsumerObject *nc, const vp8_ids *ids, uint8_t *out)
 {
-    uint64_t pic = 0, tl0 = 0;
+    uint64_t pic = 0, tl0 = 0, pic_offset;
     if (nc->vp8_sync) {
         nc->vp8_sync = 0;
         if (ids->pic_at >= 0) {
@@ -1537,9 +1728,22 @@ static void vp8_rewrite(NativeConsumerObject *nc, const vp8_ids *ids, uint8_t *o
         if (ids->tl0_at >= 0)
             nc->tl0_offset = nc->has_last_tl0 ? (int64_t)(((uint64_t)nc->last_tl0 + 1 - ids->tl0) & 0xFF) : 0;
     }
+    pic_offset = (uint64_t)nc->pic_offset;
     if (ids->pic_at >= 0) {
         uint64_t mask = (1ull << ids->pic_bits) - 1;
-        pic = (ids->pic + (uint64_t)nc->pic_offset) & mask;
+        if (!nc->has_pic_in_last || (int64_t)ids->pic == nc->pic_in_last ||
+            wrap_newer(ids->pic, (uint64_t)nc->pic_in_last, ids->pic_bits)) {
+            nc->pic_in_last = (int64_t)ids->pic;
+            nc->has_pic_in_last = 1;
+        } else {
+            /* a late packet: the offset in force before the drops after it */
+            for (int i = nc->n_pic_marks - 1; i >= 0; i--) {
+                if (!wrap_newer((uint64_t)nc->pic_marks[i][0], ids->pic, ids->pic_bits))
+                    break;
+                pic_offset = (uint64_t)nc->pic_marks[i][1];
+            }
+        }
+        pic = (ids->pic + pic_offset) & mask;
         if (!nc->has_last_pic || wrap_newer(pic, (uint64_t)nc->last_pic & mask, ids->pic_bits)) {
             nc->last_pic = (int64_t)pic;
             nc->has_last_pic = 1;
@@ -1552,7 +1756,7 @@ static void vp8_rewrite(NativeConsumerObject *nc, const vp8_ids *ids, uint8_t *o
             nc->has_last_tl0 = 1;
         }
     }
-    if (!nc->pic_offset && !nc->tl0_offset)
+    if (!pic_offset && !nc->tl0_offset)
         return;
     if (ids->pic_at >= 0) {
         if (ids->pic_bits == 15) {
@@ -1659,7 +1863,7 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
             pthread_mutex_unlock(&nc->lock);
             continue;
         }
-        if (!fwd_map(nc, p->seq, p->ts, p->keyframe, p->now, &out_seq, &out_ts)) {
+        if (!fwd_map(nc, p->seq, p->ts, p->keyframe, p->now, &p->vp8, &out_seq, &out_ts)) {
             pthread_mutex_unlock(&nc->lock);
             continue;
         }

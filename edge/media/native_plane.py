@@ -282,6 +282,12 @@ def _sockaddr(remote: Any) -> tuple[Any, ...]:
     return tuple(infos[0][4])
 
 
+# The Forwarder's temporal-layer state (edge/media/forwarder.py), copied over as it is.
+TEMPORAL_STATE = (
+    "tid", "tid_target", "in_last", "in_dropped", "drop_pic", "pic_in_last", "seq_marks", "pic_marks", "marks_lost",
+)
+
+
 def native_consumer_for(consumer: "Consumer") -> Any:
     """The NativeConsumer of the consumer's slot, created on first use.
 
@@ -327,6 +333,8 @@ def native_consumer_for(consumer: "Consumer") -> Any:
     native.tl0_offset = current.tl0_offset
     native.last_pic = current.last_pic
     native.last_tl0 = current.last_tl0
+    for name in TEMPORAL_STATE:
+        setattr(native, name, getattr(current, name))
     if slot.playout_delay is not None and slot.pd_id:
         native.set_playout_delay(slot.pd_id, slot.playout_delay)
     if slot.twcc is not None and slot.twcc_id:

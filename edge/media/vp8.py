@@ -13,6 +13,11 @@ the new source's first picture follows the last one the consumer sent.
 ``parse_ids`` reads the fields' positions once per packet; ``Forwarder.vp8``
 (and the native plane's C twin) rewrites a copy of the payload per consumer,
 keeping each field's length (a 7-bit PictureID stays 7-bit).
+
+It also reads what temporal-layer dropping needs (edge/media/temporal.py):
+the TID (T bit), the layer-sync flag Y (this frame references only TL0, so a
+viewer may start taking its layer here) and whether the packet starts a frame
+(S bit, partition 0): layer changes happen only there, never inside a frame.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 _X = 0x80
+_S = 0x10
+_PID = 0x07
 _I = 0x80
 _L = 0x40
+_T = 0x20
+_K = 0x10
 _M = 0x80
+_Y = 0x20
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +42,14 @@ class Vp8Ids:
     picture_id: int
     tl0_at: int  # offset of TL0PICIDX, -1: none
     tl0: int
+    tid: int = -1  # temporal layer (0-3), -1: the packet names none
+    sync: bool = False  # Y: a layer sync frame
+    start: bool = False  # the first packet of a frame
 
 
 def parse_ids(payload: bytes) -> Vp8Ids | None:
-    """Where the PictureID and TL0PICIDX of a VP8 payload are; None if it has neither
-    (or is too short to say)."""
+    """Where the PictureID and TL0PICIDX of a VP8 payload are, and its TID; None if
+    it has none of them (or is too short to say)."""
     size = len(payload)
     if size < 2 or not payload[0] & _X:
         return None
@@ -59,9 +72,17 @@ def parse_ids(payload: bytes) -> Vp8Ids | None:
         if pos >= size:
             return None
         tl0_at, tl0 = pos, payload[pos]
-    if pic_at < 0 and tl0_at < 0:
+        pos += 1
+    tid, sync = -1, False
+    if ext & (_T | _K):
+        if pos >= size:
+            return None
+        if ext & _T:
+            tid, sync = payload[pos] >> 6, bool(payload[pos] & _Y)
+    if pic_at < 0 and tl0_at < 0 and tid < 0:
         return None
-    return Vp8Ids(pic_at, bits, pic, tl0_at, tl0)
+    start = bool(payload[0] & _S) and not payload[0] & _PID
+    return Vp8Ids(pic_at, bits, pic, tl0_at, tl0, tid, sync, start)
 
 
 def newer(a: int, b: int, bits: int) -> bool:

@@ -41,7 +41,8 @@ from edge.media.rtp import RtpHeader, serialize_extensions
 
 from .rig import KEY_LENGTHS, PROFILES_FOR_TESTS, Rig, SlotSpec, make_producer, tx_policy
 
-FORWARDER = ("started", "seq_offset", "ts_offset", "last_seq", "last_ts", "last_wall", "floor_seq", "key_seq", "vp8_sync", "pic_offset", "tl0_offset", "last_pic", "last_tl0", "waiting_for_keyframe")
+FORWARDER = ("started", "seq_offset", "ts_offset", "last_seq", "last_ts", "last_wall", "floor_seq", "key_seq", "vp8_sync", "pic_offset", "tl0_offset", "last_pic", "last_tl0", "waiting_for_keyframe",
+             "tid", "tid_target", "in_last", "in_dropped", "drop_pic", "pic_in_last", "seq_marks", "pic_marks", "marks_lost")
 
 ext_ids = st.one_of(st.none(), st.integers(1, 14), st.integers(1, 14), st.integers(15, 255))
 
@@ -104,7 +105,7 @@ nack_op = st.tuples(
     st.lists(st.one_of(st.integers(0, 40), st.integers(0, 40), st.integers(-70000, 70000)), min_size=1, max_size=20),
 )
 
-OP_KINDS = ["forward"] * 12 + ["nack"] * 2 + ["move", "switch", "close", "playout"]
+OP_KINDS = ["forward"] * 12 + ["nack"] * 2 + ["move", "switch", "close", "playout", "tid"]
 
 
 @st.composite
@@ -118,6 +119,8 @@ def operation(draw: st.DrawFn) -> tuple:
         return ("move", draw(st.integers(0, 4)), draw(st.integers(0, 1)))
     if kind == "playout":
         return ("playout", draw(st.integers(0, 4)), draw(st.integers(0, 409)) * 10)
+    if kind == "tid":  # the consumer's temporal-layer cap (random payloads carry random VP8 TIDs)
+        return ("tid", draw(st.integers(0, 4)), draw(st.integers(0, 3)))
     return (kind, draw(st.integers(0, 4)))
 
 
@@ -152,7 +155,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def ingress(p: dict[str, Any], op: tuple, producer_kind: str) -> bytes:
-    _, _, _, _, _, marker, length, csrcs, padding, level, _, seed = op
+    _, _, _, _, _, marker, length, csrcs, padding, level, _, seed = op[:12]
     rng = random.Random(seed)
     elements: dict[int, bytes] = {}
     if rng.random() < 0.5:
@@ -164,7 +167,13 @@ def ingress(p: dict[str, Any], op: tuple, producer_kind: str) -> bytes:
     header = struct.pack("!BBHII", first, p["pt"] | (0x80 if marker else 0), p["seq"], p["ts"], p["ssrc"])
     header += b"".join(struct.pack("!I", rng.getrandbits(32)) for _ in range(csrcs))
     pad = (bytes(padding - 1) + bytes([padding])) if padding else b""
-    return header + ext + rng.randbytes(length) + pad
+    payload = op[12] if len(op) > 12 else rng.randbytes(length)  # a given payload (VP8 descriptors)
+    return header + ext + payload + pad
+
+
+def snapshot(value: Any) -> Any:
+    """A state value as it is now (the Python Forwarder's mark lists change in place)."""
+    return list(value) if isinstance(value, list) else value
 
 
 def twcc_records(history: Any) -> tuple[Any, ...]:
@@ -231,6 +240,9 @@ def execute(plane: Any, sc: dict[str, Any], parsed_forward: bool = False) -> tup
             elif kind == "playout":
                 rig.slots[op[1] % n_slots].set_playout_delay(encode_playout_delay(op[2], 10_000))
                 result = None
+            elif kind == "tid":
+                rig.slots[op[1] % n_slots].forwarder.tid_target = op[2]
+                result = None
             else:  # nack
                 slot = rig.slots[op[1] % n_slots]
                 last = slot.forwarder.last_seq
@@ -254,7 +266,7 @@ def execute(plane: Any, sc: dict[str, Any], parsed_forward: bool = False) -> tup
                         else (s.consumer.packets, s.consumer.bytes, s.consumer.producer.id)
                         for s in rig.slots
                     ],
-                    [tuple(getattr(s.forwarder, name) for name in FORWARDER) for s in rig.slots],
+                    [tuple(snapshot(getattr(s.forwarder, name)) for name in FORWARDER) for s in rig.slots],
                     twcc_records(history),
                     [getattr(s.forwarder, "rtx_seq", s.rtx_seq) if s.rtx_ssrc is not None else None for s in rig.slots],
                 )
@@ -529,3 +541,49 @@ def test_both_planes_forward_past_half_the_sequence_space() -> None:
     assert got == expected
     assert [t[1] for t in expected[0][:15]] == [1] * 15  # every packet went out
     assert expected[0][15][1] == 1  # the NACK was served, not judged stale
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    frames=st.integers(6, 48),
+    swaps=st.lists(st.integers(0, 150), max_size=6),
+    lost=st.lists(st.integers(1, 150), max_size=4),
+    caps=st.lists(st.tuples(st.integers(0, 150), st.integers(0, 1), st.integers(0, 3)), max_size=6),
+    first_seq=st.sampled_from([0, 65500, 30000]),
+)
+def test_temporal_dropping_is_identical_on_both_planes(
+    frames: int, swaps: list[int], lost: list[int], caps: list[tuple[int, int, int]], first_seq: int
+) -> None:
+    """An L1T3 stream (tests/unit/test_temporal_layers.py) with reordering, loss and
+    changing temporal caps on two slots (one with RTX): the same bytes, the same
+    state, and what was dropped left no gap the Python plane would not leave."""
+    from pylibsrtp import Policy
+
+    from tests.unit.test_temporal_layers import l1t3
+
+    packets = l1t3(frames, seq0=first_seq, pic0=32760)
+    for i in swaps:
+        if i + 1 < len(packets):
+            packets[i], packets[i + 1] = packets[i + 1], packets[i]
+    packets = [p for i, p in enumerate(packets) if i not in set(lost)]
+    profile = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    key = b"\x05" * KEY_LENGTHS[profile]
+    slots = [
+        SlotSpec("video", 7000, "1", 96, 4, 2, None, 256, profile, key, None),
+        SlotSpec("video", 7001, "1", 96, 4, 2, None, 256, profile, key, None, rtx_pt=97, rtx_ssrc=9001),
+    ]
+    ops: list[tuple] = [("tid", 0, 1)]
+    seq, ts = first_seq, 0
+    for n, p in enumerate(packets):
+        ops += [("tid", slot, cap) for at, slot, cap in caps if at == n]
+        ops.append(("forward", 0, (p.seq - seq) & 0xFFFF, (p.ts - ts) & 0xFFFFFFFF, p.keyframe, False, 0, 0, 0, None, 0.033, n, p.payload))
+        seq, ts = p.seq, p.ts
+    ops.append(("nack", 0, [1, 2, 3], "relative"))
+    sc = video_scenario(slots, ops, first_seq=first_seq, seed=3)
+    sc["producers"] = [dict(p, seq=first_seq, ts=0) for p in sc["producers"]]
+    expected, got = both_planes(sc)
+    assert got == expected
+    if not any(slot == 0 for _, slot, _ in caps):
+        # Slot 0 stayed capped at TL1: no TL2 packet went to it.
+        sent = [d for op in expected[0] if op[0] == "forward" for d in op[2][0]]
+        assert len(sent) <= sum(1 for p in packets if p.tid <= 1)

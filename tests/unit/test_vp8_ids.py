@@ -30,7 +30,9 @@ def test_parse_finds_both_fields_and_refuses_truncation() -> None:
     assert parse_ids(b"\x10\x00") is None  # no X bit
     assert parse_ids(bytes([0x90, 0x80, 0x81])) is None  # 15-bit PictureID cut short
     assert parse_ids(bytes([0x90, 0xC0, 0x05])) is None  # TL0PICIDX missing
-    assert parse_ids(bytes([0x90, 0x20, 0x40])) is None  # only a TID
+    only_tid = parse_ids(bytes([0x90, 0x20, 0x40]))  # only a TID: temporal dropping needs it
+    assert only_tid is not None and only_tid.tid == 1 and only_tid.picture_id_at < 0
+    assert parse_ids(bytes([0x90, 0x00, 0x40])) is None  # none of the three
 
 
 def test_a_switch_continues_the_numbers_of_the_previous_source() -> None:
