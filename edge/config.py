@@ -57,6 +57,9 @@ class MediaConfig:
     # Earlier Opus payloads each audio packet also carries (RFC 2198 RED) to
     # viewers that negotiate it; 0 = no RED. Each step adds one Opus payload.
     audio_red_distance: int = 3
+    # Ask publishers to send audio as RED (answered first: browsers then do);
+    # unwrapped at ingress, packets lost on the uplink rebuilt from it.
+    publisher_red: bool = True
     # Ceiling of the playout delay the node asks of a viewer on a lossy link
     # (edge/media/playout.py), in ms; 0 = never ask (lowest latency, more freezes).
     playout_delay_max_ms: int = 800

@@ -22,6 +22,9 @@ import numpy as np
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 
+from edge.media.red import encode_red
+from edge.media.rtp import RtpHeader
+
 VIDEO_SIZE = (320, 240)
 
 
@@ -136,6 +139,28 @@ class WhipPublisher:
     sent_timestamps: dict[bytes, int] = field(default_factory=dict)  # payload -> RTP timestamp
     sender_reports: list[tuple[int, int, int]] = field(default_factory=list)  # (ssrc, ntp, rtp)
     codec_preferences: dict[str, list[Any]] = field(default_factory=dict)
+    # Send audio as a browser does once the answer lists RED first: each Opus
+    # packet wrapped in RED (PT 63) with the previous frame as a redundant block.
+    red: bool = False
+    # Lose every n-th audio packet before it leaves (uplink loss; 0 = none).
+    drop_audio_every: int = 0
+    dropped_audio: list[bytes] = field(default_factory=list)  # the Opus payloads lost
+    _red_previous: tuple[int, bytes] | None = None
+    _audio_sent: int = 0
+
+    def _as_red(self, data: bytes) -> bytes:
+        """The RED packet a browser would send for this Opus packet (distance 1)."""
+        header = RtpHeader.parse(data)
+        payload = data[header.payload_offset : len(data) - header.padding_length]
+        previous = self._red_previous
+        redundant = []
+        if previous is not None and 0 < (header.timestamp - previous[0]) & 0xFFFFFFFF <= 0x3FFF:
+            redundant = [previous]
+        self._red_previous = (header.timestamp, payload)
+        head = bytearray(data[: header.payload_offset])
+        head[0] &= 0xDF
+        head[1] = (head[1] & 0x80) | RED_PT
+        return bytes(head) + encode_red(header.payload_type, header.timestamp, payload, redundant)
 
     async def start(self) -> httpx.Response:
         self.pc = RTCPeerConnection(client_config())
@@ -160,15 +185,25 @@ class WhipPublisher:
                     payload = _payload(data)
                     self.sent_payloads[kind].add(payload)
                     self.sent_timestamps[payload] = struct.unpack_from("!I", data, 4)[0]
+                if kind == "audio" and self.red:
+                    data = self._as_red(data)
+                if kind == "audio" and self.drop_audio_every:
+                    self._audio_sent += 1
+                    if self._audio_sent % self.drop_audio_every == 0:
+                        self.dropped_audio.append(payload)
+                        return
             else:
                 self.sender_reports.extend(_sender_reports(data))
             await original(data)
 
         dtls._send_rtp = record
+        offer = self.pc.localDescription.sdp
+        if self.red:
+            offer = with_browser_extras(offer)
         async with httpx.AsyncClient() as client:
             r = await client.post(
                 f"{self.url}/whip/{self.room}",
-                content=self.pc.localDescription.sdp,
+                content=offer,
                 headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {self.token}"},
             )
         if r.status_code != 201:

@@ -6,6 +6,10 @@ repaired-rid extmaps; once connected it encodes the same moving picture at
 three sizes with aiortc's VP8 encoder and sends each layer as its own SSRC with
 the rid extension (and mid), answering PLIs per layer with a keyframe and NACKs
 with RTX packets tagged with repaired-rid. Audio is a normal aiortc Opus track.
+
+With ``temporal=True`` each layer is encoded as Chromium encodes VP8 simulcast:
+three temporal layers (L1T3, TIDs 0-2-1-2, libvpx's own layering through
+PyAV), each packet's descriptor carrying TID, Y and TL0PICIDX.
 """
 
 from __future__ import annotations
@@ -37,6 +41,77 @@ MID_ID, RID_ID, RRID_ID = 1, 10, 11
 LAYERS = {"q": (160, 120, 120_000), "h": (320, 240, 350_000), "f": (640, 480, 1_000_000)}
 
 
+class TemporalVp8Encoder:
+    """libvpx VP8 with three temporal layers (through PyAV), packetized per RFC 7741.
+
+    The frame pattern is libwebrtc's: TL0, TL2, TL1, TL2. TL2 frames reference
+    only the last TL0/TL1 and nothing references them; TL1 references TL0 only
+    (libvpx ``ts_layering_mode=3``). Y (layer sync) marks the frames that
+    reference TL0 only. A keyframe is made at the next TL0 frame (libwebrtc
+    also sends keyframes on TL0 only). Error-resilient mode and no frame drops,
+    so that a receiver missing the TL2 (or TL1) frames decodes the rest intact.
+    """
+
+    PATTERN = (0, 2, 1, 2)
+    SYNC = (False, True, True, False)
+    MAX_PAYLOAD = 1100
+
+    def __init__(self) -> None:
+        self.target_bitrate = 500_000
+        self.codec: Any = None
+        self.frame_index = 0
+        self.picture_id = random.getrandbits(15)
+        self.tl0 = random.getrandbits(8)
+        self.keyframe_pending = True
+        self.tids: list[int] = []  # the TID of every frame encoded
+
+    def _open(self, width: int, height: int) -> None:
+        kbps = self.target_bitrate // 1000
+        c = av.CodecContext.create("libvpx", "w")
+        c.width, c.height, c.pix_fmt = width, height, "yuv420p"
+        c.time_base = fractions.Fraction(1, 90000)
+        c.bit_rate = self.target_bitrate
+        c.options = {
+            "deadline": "realtime",
+            "cpu-used": "8",
+            "lag-in-frames": "0",
+            "drop-frame": "0",
+            "error-resilient": "1",
+            "ts-parameters": (
+                f"ts_number_layers=3:ts_target_bitrate={kbps * 4 // 10},{kbps * 6 // 10},{kbps}"
+                ":ts_rate_decimator=4,2,1:ts_periodicity=4:ts_layer_id=0,2,1,2:ts_layering_mode=3"
+            ),
+        }
+        c.open()
+        self.codec = c
+
+    def encode(self, frame: av.VideoFrame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        if self.codec is None:
+            self._open(frame.width, frame.height)
+        slot = self.frame_index % 4
+        self.frame_index += 1
+        self.keyframe_pending = self.keyframe_pending or force_keyframe
+        image = frame.reformat(format="yuv420p")
+        image.pts = frame.pts
+        keyframe = self.keyframe_pending and slot == 0
+        if keyframe:
+            image.pict_type = av.video.frame.PictureType.I
+            self.keyframe_pending = False
+        data = b"".join(bytes(p) for p in self.codec.encode(image))
+        tid = self.PATTERN[slot]
+        self.tids.append(tid)
+        if tid == 0:
+            self.tl0 = (self.tl0 + 1) & 0xFF
+        self.picture_id = (self.picture_id + 1) & 0x7FFF
+        payloads = []
+        for at in range(0, len(data), self.MAX_PAYLOAD):
+            descriptor = bytes([0x90 if at == 0 else 0x80, 0xE0]) + struct.pack(
+                "!HBB", 0x8000 | self.picture_id, self.tl0, tid << 6 | (0x20 if self.SYNC[slot] else 0)
+            )
+            payloads.append(descriptor + data[at : at + self.MAX_PAYLOAD])
+        return payloads, int(frame.pts)
+
+
 @dataclass
 class _Layer:
     rid: str
@@ -47,7 +122,7 @@ class _Layer:
     rtx_ssrc: int = field(default_factory=lambda: random.getrandbits(32) | 1)
     seq: int = field(default_factory=lambda: random.getrandbits(16))
     rtx_seq: int = field(default_factory=lambda: random.getrandbits(16))
-    encoder: Vp8Encoder = field(default_factory=Vp8Encoder)
+    encoder: Vp8Encoder | TemporalVp8Encoder = field(default_factory=Vp8Encoder)
     keyframe: bool = True
     paused: bool = False
     history: dict[int, tuple[int, bool, bytes]] = field(default_factory=dict)  # seq -> (ts, marker, payload)
@@ -129,6 +204,7 @@ class SimulcastPublisher:
     token: str
     rids: list[str] = field(default_factory=lambda: ["q", "h", "f"])
     fps: int = 15
+    temporal: bool = False  # encode each layer with three temporal layers (TemporalVp8Encoder)
     pc: RTCPeerConnection = field(init=False)
     location: str = ""
     layers: dict[str, _Layer] = field(default_factory=dict)
@@ -159,6 +235,8 @@ class SimulcastPublisher:
         for rid in self.rids:
             w, h, rate = LAYERS[rid]
             layer = _Layer(rid, w, h, rate)
+            if self.temporal:
+                layer.encoder = TemporalVp8Encoder()
             layer.encoder.target_bitrate = rate
             self.layers[rid] = layer
         self._task = asyncio.ensure_future(self._run())

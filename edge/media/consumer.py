@@ -26,6 +26,7 @@ from ..transport.webrtc import (
 from .forwarder import Forwarder
 from .retransmit import RetransmitBuffer
 from .simulcast import Layer, LayerSelector
+from .temporal import TemporalPolicy
 from .rtp import serialize_extensions
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ class Consumer:
         "layer",
         "target",
         "selector",
+        "temporal",
         "layer_switches",
         "bitrate",
         "bytes_at_tick",
@@ -220,6 +222,8 @@ class Consumer:
         self.layer: Layer | None = None
         self.target: Layer | None = None
         self.selector: LayerSelector | None = LayerSelector() if producer.simulcast else None
+        # The VP8 temporal-layer cap, the first step down (edge/media/temporal.py).
+        self.temporal = TemporalPolicy()
         self.layer_switches = 0
         self.bitrate = 0  # bit/s sent to the viewer, measured each tick
         self.bytes_at_tick = 0
@@ -292,6 +296,8 @@ class Consumer:
             "bitrate": self.bitrate,
             "layer": None if self.layer is None else self.layer.rid,
             "target_layer": None if self.target is None else self.target.rid,
+            "temporal_cap": self.forwarder.tid_target,
+            "temporal_layer": self.forwarder.tid,
             "layer_switches": self.layer_switches,
             "quality": self.quality,
         }

@@ -166,6 +166,7 @@ class MediaNode:
                 audio_red=media.audio_red_distance > 0,
                 playout_delay=media.playout_delay_max_ms > 0,
                 transport_cc=media.twcc,
+                publisher_red=media.publisher_red,
             )
         except BaseException:
             await transport.close()

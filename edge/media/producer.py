@@ -12,6 +12,8 @@ from .nack import NackTracker
 from .simulcast import Layer
 from .stats import ReceiveStats
 
+from .red_receive import RedReceiver
+
 if TYPE_CHECKING:
     from .consumer import Consumer
     from .red import RedSource
@@ -42,11 +44,17 @@ class Producer:
         self.mid = section.mid
         self.source = source  # "camera" | "microphone" | "screen" | ...
         self.ssrc = ssrc  # None until learnt from the first packet (no a=ssrc)
-        self.codecs = {c.payload_type: c for c in section.codecs}
+        # RED from the publisher is unwrapped at ingress (edge/media/red_receive.py):
+        # the producer's codecs are what it carries.
+        codecs = [c for c in section.codecs if c.name != "red"] or section.codecs
+        self.codecs = {c.payload_type: c for c in codecs}
         self.rtx_payload_types = {
-            c.rtx_payload_type: c.payload_type for c in section.codecs if c.rtx_payload_type
+            c.rtx_payload_type: c.payload_type for c in codecs if c.rtx_payload_type
         }
-        self.codec: CodecInfo = section.codecs[0]
+        self.codec: CodecInfo = codecs[0]
+        red = next((c for c in section.codecs if c.name == "red" and c is not codecs[0]), None)
+        self.red_payload_type = red.payload_type if red is not None else None
+        self.red_receiver = RedReceiver(set(self.codecs)) if red is not None else None
         self.audio_level_id = section.extensions.get(EXT_AUDIO_LEVEL)
         self.nack_enabled = "nack" in self.codec.feedback
         self.consumers: list["Consumer"] = []
@@ -145,6 +153,10 @@ class Producer:
             "keyframe_requests": self.keyframes.requests,
             "pli_sent": self.keyframes.sent + sum(layer.keyframes.sent for layer in self.layers),
             "simulcast": [layer.describe(now) for layer in self.layers],
+            # The publisher's RED (red_receive.py): None when it did not negotiate it.
+            "red": None
+            if self.red_receiver is None
+            else {"packets": self.red_receiver.packets, "recovered": self.red_receiver.recovered},
         }
 
     def close(self) -> None:

@@ -3,7 +3,8 @@
 It routes RTP by SSRC (then MID, rid and repaired-rid for simulcast layers),
 unwraps RTX, keeps receive statistics, NACKs upstream with retries, asks for
 keyframes (throttled), and answers with receiver reports and REMB. Audio
-producers with RED viewers also get their RED copies built here (red.py).
+producers with RED viewers also get their RED copies built here (red.py), and a
+publisher's own RED is unwrapped here first (red_receive.py).
 """
 
 from __future__ import annotations
@@ -124,7 +125,9 @@ class PublisherSession(Session):
         producer = self._by_mid.get(mid.decode(errors="replace"))
         if producer is None or producer.simulcast:
             return None
-        if producer.ssrc is None and header.payload_type in producer.codecs:
+        if producer.ssrc is None and (
+            header.payload_type in producer.codecs or header.payload_type == producer.red_payload_type
+        ):
             producer.ssrc = header.ssrc
             self._by_ssrc[header.ssrc] = producer
             return producer
@@ -191,6 +194,23 @@ class PublisherSession(Session):
             if producer is None:
                 self._dropped("unknown_ssrc")
                 return
+        if header.payload_type == producer.red_payload_type and producer.red_receiver is not None:
+            # The publisher's RED: the plain packets it stands for, lost ones rebuilt.
+            receiver = producer.red_receiver
+            recovered = receiver.recovered
+            try:
+                plain = receiver.unwrap(data, header)
+            except ValueError:
+                self._dropped("malformed_red")
+                return
+            if receiver.recovered > recovered:
+                self.node.metrics.red_recovered.inc(receiver.recovered - recovered)
+            for packet in plain:
+                self._single_stream_packet(producer, packet, RtpHeader.parse(packet))
+            return
+        self._single_stream_packet(producer, data, header)
+
+    def _single_stream_packet(self, producer: Producer, data: bytes, header: RtpHeader) -> None:
         if header.payload_type != producer.codec.payload_type and not producer.set_codec(
             header.payload_type
         ):
@@ -241,8 +261,10 @@ class PublisherSession(Session):
         layer.last_packet = now
         if producer.vp8:
             tid = vp8_temporal_layer(data[offset : offset + 8])
-            if tid is not None and tid >= layer.temporal_layers:
-                layer.temporal_layers = tid + 1
+            if tid is not None:
+                if tid >= layer.temporal_layers:
+                    layer.temporal_layers = tid + 1
+                layer.tid_bytes[tid] += len(data)
         missing = layer.stats.add(seq, timestamp, len(data), now)
         if producer.nack_enabled:
             self._nack(layer.ssrc, layer.nacks, seq, missing, now)  # type: ignore[arg-type]
@@ -305,6 +327,8 @@ class PublisherSession(Session):
             if previous is not None and consumer in previous.consumers:
                 previous.consumers.remove(consumer)
             consumer.forwarder.switch(layer, clock_rate)
+            # The temporal cap for the new layer, in force from its first packet.
+            consumer.forwarder.tid_target = consumer.temporal.on_switch(layer)
             layer.consumers.append(consumer)
             consumer.layer = layer
             consumer.target = None

@@ -90,12 +90,17 @@ class ViewerQoe:
         if main is not None and main.producer.layers:
             live = [x for x in main.producer.layers if x.active(now)]
             top = live[-1] if live else None
+        # The highest VP8 temporal layer forwarded (None: the layer has none).
+        temporal = None
+        if layer is not None and layer.temporal_layers > 1:
+            temporal = min(int(main.forwarder.tid), layer.temporal_layers - 1)  # type: ignore[union-attr]
         if loss >= POOR_LOSS or self._stalled or (rtt is not None and rtt >= POOR_RTT):
             level = "poor"
         elif (
             loss >= FAIR_LOSS
             or (rtt is not None and rtt >= FAIR_RTT)
             or (layer is not None and top is not None and layer.index < top.index)
+            or (temporal is not None and temporal < layer.temporal_layers - 1)  # type: ignore[union-attr]
         ):
             level = "fair"
         else:
@@ -105,6 +110,7 @@ class ViewerQoe:
             "layer": None if layer is None else layer.rid,
             "layer_index": None if layer is None else layer.index,
             "layers": None if main is None else len(main.producer.layers) or None,
+            "temporal_layer": temporal,
             "estimated_bitrate": self.estimate,
             "estimate_source": self.estimate_source or None,
             "bitrate": sum(c.bitrate for c in consumers),
@@ -125,7 +131,11 @@ class ViewerQoe:
         self.current = quality
         for consumer in consumers:
             consumer.quality = quality
-        if previous.get("level") != level or previous.get("layer") != quality["layer"]:
+        if (
+            previous.get("level") != level
+            or previous.get("layer") != quality["layer"]
+            or previous.get("temporal_layer") != temporal
+        ):
             self.level = level
             self.viewer.node.quality_changed(self.viewer, quality, previous)
 

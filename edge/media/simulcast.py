@@ -71,8 +71,12 @@ class Layer:
         self.nacks = NackTracker()
         self.keyframes = KeyframeRequester(lambda: send_pli(self), keyframe_interval)
         self.keyframes_seen = 0
-        # Temporal layers the publisher sends in this encoding (VP8 TIDs seen + 1; 0: none).
+        # Temporal layers the publisher sends in this encoding (VP8 TIDs seen + 1; 0: none),
+        # the bytes received per TID, and the bit/s of TIDs 0..t together (edge/media/temporal.py).
         self.temporal_layers = 0
+        self.tid_bytes = [0, 0, 0, 0]
+        self.tid_bitrate = [0, 0, 0, 0]
+        self._tid_bytes_at_tick = [0, 0, 0, 0]
         self.last_packet = 0.0
         self.bitrate = 0  # bit/s over the last measuring window
         self._bytes_at_tick = 0
@@ -96,10 +100,22 @@ class Layer:
                 # Smoothed, so that one large keyframe does not look like a new rate.
                 rate = int(sent * 8 / elapsed)
                 self.bitrate = rate if not self.bitrate else int(0.5 * self.bitrate + 0.5 * rate)
+                if self.temporal_layers > 1:
+                    self._measure_tids(elapsed)
         self._bytes_at_tick = self.stats.bytes
         self._tick_at = now
         if not self.active(now, idle=2.0):
             self.bitrate = 0
+            self.tid_bitrate = [0, 0, 0, 0]
+
+    def _measure_tids(self, elapsed: float) -> None:
+        total = 0
+        for tid in range(4):
+            sent = self.tid_bytes[tid] - self._tid_bytes_at_tick[tid]
+            self._tid_bytes_at_tick[tid] = self.tid_bytes[tid]
+            total += int(sent * 8 / elapsed)
+            old = self.tid_bitrate[tid]
+            self.tid_bitrate[tid] = total if not old else int(0.5 * old + 0.5 * total)
 
     def describe(self, now: float) -> dict[str, object]:
         return {
@@ -112,6 +128,7 @@ class Layer:
             "packets_lost": self.stats.lost,
             "keyframes": self.keyframes_seen,
             "temporal_layers": self.temporal_layers,
+            "temporal_bitrates": self.tid_bitrate[: self.temporal_layers] if self.temporal_layers > 1 else [],
             "consumers": len(self.consumers),
         }
 

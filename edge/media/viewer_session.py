@@ -268,6 +268,22 @@ class ViewerSession(Session):
                     trial=consumer.selector.in_trial,
                 )
                 consumer.retarget(wanted)
+            # The temporal cap on the layer forwarded now: the first step down.
+            forwarder = consumer.forwarder
+            cap = consumer.temporal.choose(
+                current, int(forwarder.tid_target), now, budget=budget, loss=consumer.loss
+            )
+            if cap != forwarder.tid_target:
+                log.info(
+                    "consumer_temporal_target",
+                    consumer=consumer.id,
+                    session=self.id,
+                    layer=current.rid,
+                    temporal_layer=cap,
+                    budget=budget,
+                )
+                self.node.metrics.temporal_switches.labels("up" if cap > forwarder.tid_target else "down").inc()
+                forwarder.tid_target = cap
 
     # viewer RTCP ---------------------------------------------------------------------
 

@@ -88,6 +88,17 @@ class NodeMetrics:
             ["direction"],
             registry=r,
         )
+        self.red_recovered = Counter(
+            "edge_red_recovered_packets",
+            "Publisher audio packets lost upstream and rebuilt from the publisher's RED",
+            registry=r,
+        )
+        self.temporal_switches = Counter(
+            "edge_temporal_switches",
+            "Changes of a consumer's VP8 temporal-layer cap (taken at the next frame start)",
+            ["direction"],
+            registry=r,
+        )
         self.quality_changes = Counter(
             "edge_quality_changes",
             "Viewer quality level or layer changes, by the new level",

@@ -112,8 +112,8 @@ def edge_session_ended(edge, room, participant, session):  # type: ignore[no-unt
 
 @hookspec
 def edge_quality_changed(edge, room, participant, session, quality, previous):  # type: ignore[no-untyped-def]
-    """A viewer's quality of experience changed level (good/fair/poor) or
-    simulcast layer. ``quality`` and ``previous`` are dicts (level, layer,
+    """A viewer's quality of experience changed level (good/fair/poor),
+    simulcast layer or VP8 temporal layer. ``quality`` and ``previous`` are dicts (level, layer,
     estimated_bitrate, fraction_lost, rtt_ms, stall_rate, join_ms, ...;
     ``previous`` is empty the first time). Fire-and-forget: for alerting on
     slow links."""

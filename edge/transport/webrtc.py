@@ -220,9 +220,10 @@ def _codec_infos(codecs: list[RTCRtpCodecParameters]) -> list[CodecInfo]:
 # --- aiortc glue ----------------------------------------------------------------
 
 
-def _accept_red(transceiver: Any, offered: Any) -> None:
+def _accept_red(transceiver: Any, offered: Any, first: bool = False) -> None:
     """Add the offered ``red/48000/2`` (RFC 2198 over Opus) to an audio transceiver's
-    negotiated codecs, right after Opus; aiortc itself knows no RED."""
+    negotiated codecs, right after Opus; aiortc itself knows no RED. ``first``:
+    before Opus, which makes a browser *send* RED (a publisher's answer)."""
     codecs = transceiver._codecs
     opus = next((c for c in codecs if c.mimeType.lower() == "audio/opus"), None)
     if opus is None or any(c.mimeType.lower() == "audio/red" for c in codecs):
@@ -236,7 +237,7 @@ def _accept_red(transceiver: Any, offered: Any) -> None:
                 payloadType=c.payloadType,
                 parameters={f"{opus.payloadType}/{opus.payloadType}": None},
             )
-            codecs.insert(codecs.index(opus) + 1, red)
+            codecs.insert(0 if first else codecs.index(opus) + 1, red)
             return
 
 
@@ -387,8 +388,12 @@ class WebRtcTransport:
         audio_red: bool = False,
         playout_delay: bool = False,
         transport_cc: bool = False,
+        publisher_red: bool = False,
     ) -> str:
         """Answer an offer. ``send`` = the node sends media (WHEP), else receives (WHIP).
+
+        For WHIP, ``publisher_red`` answers an offered ``red/48000/2`` first, so
+        that a browser sends its audio as RED (edge/media/red_receive.py).
 
         For WHEP, ``audio_red`` accepts an offered ``red/48000/2`` over Opus
         (edge/media/red.py) and ``playout_delay`` the playout-delay extension
@@ -433,6 +438,8 @@ class WebRtcTransport:
             raise NegotiationError(f"cannot apply the SDP offer: {message}") from None
         for t in self.pc.getTransceivers():
             t.direction = "sendonly" if send else "recvonly"
+            if not send and publisher_red and t.kind == "audio":
+                _accept_red(t, parsed.media[t._get_mline_index()], first=True)
             if send:
                 offered = parsed.media[t._get_mline_index()]
                 if audio_red and t.kind == "audio":

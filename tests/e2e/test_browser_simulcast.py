@@ -73,3 +73,84 @@ async def test_chromium_simulcast_is_forwarded_per_viewer(node: NodeProcess, chr
     finally:
         for viewer in (rich, poor):
             await viewer.stop()
+
+
+async def test_chromium_temporal_layers_are_dropped_for_a_short_budget(
+    node: NodeProcess, chromium: BrowserPages
+) -> None:
+    """Chromium's own L1T3: a viewer whose budget fits TL0+TL1 of the lowest layer
+    but not all of it gets fewer frames at once, as one clean stream it decodes."""
+    from ..simulcast.test_temporal_layers import _fps, _one_stream, _video
+
+    room = await publish_simulcast(node, chromium)
+
+    def q_layer() -> dict:
+        info = node.room(room) or {"producers": []}
+        video = [p for p in info["producers"] if p["kind"] == "video"]
+        return video[0]["simulcast"][0] if video and video[0]["simulcast"] else {}
+
+    def quality() -> dict:
+        info = node.room(room) or {"viewers": []}
+        return next((v["quality"] for v in info["viewers"] if v["participant"] == "thin"), {})
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not (q_layer().get("temporal_layers") == 3 and all(q_layer().get("temporal_bitrates") or [0])):
+        if loop.time() > deadline:
+            pytest.fail(f"layer q: {q_layer()}\n{await chromium.report(pub='pub')}")
+        await asyncio.sleep(0.25)
+    # Only q is sent from now on, so that the viewer's layer stays q whatever its
+    # estimate says (the spatial policy is tested above; this is the temporal one).
+    await chromium.pages["pub"].evaluate(
+        """async () => {
+            const sender = window.pc.getSenders().find((s) => s.track && s.track.kind === "video");
+            const params = sender.getParameters();
+            params.encodings.forEach((e) => { e.active = e.rid === "q"; });
+            await sender.setParameters(params);
+        }"""
+    )
+
+    def others_quiet() -> bool:
+        info = node.room(room) or {"producers": []}
+        video = [p for p in info["producers"] if p["kind"] == "video"]
+        return bool(video) and not any(x["active"] for x in video[0]["simulcast"][1:])
+
+    while not others_quiet():
+        if loop.time() > deadline + 15:
+            pytest.fail("h and f did not pause")
+        await asyncio.sleep(0.25)
+    viewer = WhepViewer(node.url, room, node.token(room, "thin", "viewer"))
+    viewer.estimate = 20_000_000
+    try:
+        assert (await viewer.start()).status_code == 201
+        await viewer.wait_frames("video", 30, timeout=30)
+        assert quality().get("layer") == "q", quality()  # it starts on the lowest layer
+        before = _video(viewer, len(viewer.raw_packets["video"]) - 60)
+        # A budget for q's TL0+TL1 but not TL2, kept there while the rates move
+        # (they are smoothed over seconds): its audio comes first.
+        def audio_rate() -> int:
+            info = node.room(room) or {"consumers": []}
+            return sum(c["bitrate"] for c in info["consumers"] if c["viewer"] == "thin" and c["kind"] == "audio")
+
+        async def steer() -> None:
+            while True:
+                rates = q_layer()["temporal_bitrates"]
+                viewer.estimate = audio_rate() + (rates[1] + rates[2]) // 2
+                await asyncio.sleep(0.3)
+
+        steering = asyncio.ensure_future(steer())
+        try:
+            deadline = loop.time() + 20
+            while not (quality().get("layer") == "q" and (quality().get("temporal_layer") or 0) < 2):
+                assert loop.time() < deadline, (quality(), q_layer())
+                await asyncio.sleep(0.2)
+            start, decoded = len(viewer.raw_packets["video"]), viewer.frames["video"]
+            await viewer.wait_frames("video", decoded + 20, timeout=30)
+        finally:
+            steering.cancel()
+        got = _video(viewer, start + 10)
+        assert max(p[3] for p in got) <= 1, ([p[3] for p in got], q_layer(), quality())
+        _one_stream(got)
+        assert _fps(got) < 0.7 * _fps(before), (_fps(got), _fps(before))
+    finally:
+        await viewer.stop()

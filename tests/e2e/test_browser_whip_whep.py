@@ -132,6 +132,12 @@ async def test_chromium_publishes_via_whip_and_views_via_whep(
     producers = admin["producers"]
     assert sorted(p["kind"] for p in producers) == ["audio", "video"], producers
     assert all(p["participant"] == "alice" for p in producers), producers
+    # The node answered the publisher's red/48000/2 first: Chromium sends its audio as
+    # RED, which the node unwraps at ingress (edge/media/red_receive.py) into the
+    # Opus the viewer gets.
+    audio = next(p for p in producers if p["kind"] == "audio")
+    assert audio["codec"] == "opus" and audio["red"] is not None, audio
+    assert audio["red"]["packets"] > 0 and audio["red"]["packets"] >= audio["packets"] - 5, audio
     _, consumers = viewer_entries(admin, session_id)
     assert sorted(c["kind"] for c in consumers) == ["audio", "video"], admin
     assert all(c["viewer"] == "bob" and c["packets"] > 0 for c in consumers), consumers

@@ -27,11 +27,12 @@ async def _publish(node: NodeProcess, room: str, **kwargs: object) -> SimulcastP
     return pub
 
 
-async def _until(predicate: object, timeout: float = 15.0) -> None:
+async def _until(predicate: object, timeout: float = 15.0, what: object = None) -> None:
+    """Wait for ``predicate``; on a timeout, say what ``what()`` shows then."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not reached"
+        assert loop.time() < deadline, "condition not reached" + ("" if what is None else f": {what()}")  # type: ignore[operator]
         await asyncio.sleep(0.2)
 
 
