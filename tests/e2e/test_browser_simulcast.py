@@ -62,7 +62,11 @@ async def test_chromium_simulcast_is_forwarded_per_viewer(node: NodeProcess, chr
     try:
         for viewer in (rich, poor):
             assert (await viewer.start()).status_code == 201
-        await poor.wait_frames("video", 10, timeout=30)
+        try:
+            await poor.wait_frames("video", 10, timeout=30)
+        except TimeoutError as e:
+            info = node.room(room) or {}
+            pytest.fail(f"{e}: raw video packets {len(poor.raw_packets['video'])}\n{info.get('consumers')}\n{info.get('viewers')}\n{layers()}")
         # The rich viewer climbs to the full picture, the poor one stays on the quarter.
         await rich.wait_size((1280, 720), timeout=40)
         await poor.wait_frames("video", poor.frames["video"] + 30, timeout=30)
