@@ -9,6 +9,12 @@ time, audio concealment. Each run is checked against the issue's pass criteria
 (between the QoE markers) and printed.
 
     sudo .venv/bin/python bench/qoe.py [--runs 2] [--plane python|native|both] [--no-write]
+                                       [--profile NAME ...] [--temporal]
+
+``--temporal``: the publisher encodes each layer with three VP8 temporal layers
+(as Chromium does; tests/simulcast_client.py TemporalVp8Encoder), so that the
+node's first step down is to drop them. Such runs are printed, not written
+(the table in RESULTS.md is the default publisher's).
 
 Needs root (network namespaces), Chromium and the test extra (README's test
 command installs them). Not collected by pytest (no test_ prefix).
@@ -40,9 +46,11 @@ HEADER = [
 ]
 
 
-async def measure(runs: int, plane: str) -> list[str]:
+async def measure(runs: int, plane: str, profiles: list[str] | None = None) -> list[str]:
     rows = []
     for name, scenario in SCENARIOS.items():
+        if profiles and name not in profiles:
+            continue
         for run in range(1, runs + 1):
             try:
                 result = await browser.run(
@@ -97,10 +105,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--plane", choices=["python", "native", "both"], default="both")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--profile", action="append", choices=list(SCENARIOS), help="only these profiles (printed, not written)")
+    ap.add_argument("--temporal", action="store_true", help="the publisher sends three VP8 temporal layers per layer")
     args = ap.parse_args()
+    if args.temporal:
+        os.environ["EDGE_TEST_TEMPORAL_LAYERS"] = "1"  # read by the publisher process (tests/impair/peer.py)
     planes = ["python", "native"] if args.plane == "both" else [args.plane]
-    rows = [row for plane in planes for row in asyncio.run(measure(args.runs, plane))]
-    if not args.no_write:
+    rows = [row for plane in planes for row in asyncio.run(measure(args.runs, plane, args.profile))]
+    if not (args.no_write or args.profile or args.temporal):
         write(rows, args.runs, args.plane)
 
 

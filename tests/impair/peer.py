@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import json
 import sys
 import time
@@ -105,7 +106,9 @@ async def view(args: argparse.Namespace) -> int:
 async def publish(args: argparse.Namespace) -> int:
     publisher: WhipPublisher | SimulcastPublisher
     if args.role == "publish-simulcast":
-        publisher = SimulcastPublisher(args.url, args.room, args.token)
+        # EDGE_TEST_TEMPORAL_LAYERS=1 (bench/qoe.py --temporal): three VP8 temporal layers per layer.
+        temporal = os.environ.get("EDGE_TEST_TEMPORAL_LAYERS") == "1"
+        publisher = SimulcastPublisher(args.url, args.room, args.token, temporal=temporal)
     else:
         publisher = WhipPublisher(args.url, args.room, args.token)
     try:
