@@ -320,7 +320,7 @@ typedef struct {
     /* Forwarder.tid / tid_target / in_last / in_dropped / drop_pic / pic_in_last /
      * seq_marks / pic_marks / marks_lost: VP8 temporal-layer dropping. */
     int64_t tid, tid_target;
-    int has_in_last, in_dropped, has_drop_pic, has_pic_in_last, marks_lost;
+    int has_in_last, in_dropped, in_end, has_drop_pic, has_pic_in_last, marks_lost;
     int64_t in_last, drop_pic, pic_in_last;
     int n_seq_marks, n_pic_marks;
     int64_t seq_marks[MARKS][2], pic_marks[MARKS][2]; /* (incoming, offset before), oldest first */
@@ -651,10 +651,10 @@ static void push_mark(int64_t marks[][2], int *n, int64_t incoming, int64_t befo
 
 /* Forwarder._drop_temporal, caller holds the lock. */
 static int drop_temporal(NativeConsumerObject *nc, uint64_t seq, const vp8_ids *ids, int keyframe,
-                         int newest)
+                         int newest, int marker)
 {
     uint64_t gap;
-    int same_picture;
+    int same_picture, head;
     if (ids->start && newest) {
         if (keyframe || nc->tid_target < nc->tid)
             nc->tid = nc->tid_target;
@@ -667,15 +667,20 @@ static int drop_temporal(NativeConsumerObject *nc, uint64_t seq, const vp8_ids *
         return 1;
     gap = nc->has_in_last ? ((seq - (uint64_t)nc->in_last) & 0xFFFF) - 1 : 0;
     same_picture = ids->pic_at >= 0 && nc->has_drop_pic && (int64_t)ids->pic == nc->drop_pic;
+    /* Forwarder._drop_temporal: the dropped frame's missing head */
+    head = gap > 0 && !ids->start && nc->in_end && ids->pic_at >= 0 && nc->has_pic_in_last &&
+           (uint64_t)ids->pic == (((uint64_t)nc->pic_in_last + 1) & ((1ull << ids->pic_bits) - 1));
     if (nc->in_dropped && (gap == 0 || same_picture)) {
         nc->seq_offset = (int64_t)(((uint64_t)nc->seq_offset - 1 - gap) & 0xFFFF);
     } else {
-        push_mark(nc->seq_marks, &nc->n_seq_marks, (int64_t)seq, nc->seq_offset, &nc->marks_lost);
-        nc->seq_offset = (int64_t)(((uint64_t)nc->seq_offset - 1) & 0xFFFF);
+        int64_t first = head ? (int64_t)(((uint64_t)nc->in_last + 1) & 0xFFFF) : (int64_t)seq;
+        push_mark(nc->seq_marks, &nc->n_seq_marks, first, nc->seq_offset, &nc->marks_lost);
+        nc->seq_offset = (int64_t)(((uint64_t)nc->seq_offset - 1 - (head ? gap : 0)) & 0xFFFF);
     }
     nc->in_last = (int64_t)seq;
     nc->has_in_last = 1;
     nc->in_dropped = 1;
+    nc->in_end = marker;
     if (ids->pic_at >= 0) {
         uint64_t mask = (1ull << ids->pic_bits) - 1;
         if (!(nc->has_drop_pic && (int64_t)ids->pic == nc->drop_pic) &&
@@ -692,7 +697,7 @@ static int drop_temporal(NativeConsumerObject *nc, uint64_t seq, const vp8_ids *
 }
 
 static int fwd_map(NativeConsumerObject *nc, uint64_t seq, uint64_t ts, int keyframe, double now,
-                   const vp8_ids *ids, uint64_t *out_seq, uint64_t *out_ts)
+                   const vp8_ids *ids, int marker, uint64_t *out_seq, uint64_t *out_ts)
 {
     uint64_t s, t, offset;
     int newest;
@@ -735,18 +740,19 @@ static int fwd_map(NativeConsumerObject *nc, uint64_t seq, uint64_t ts, int keyf
         nc->started = 1;
         nc->vp8_sync = 1;
         nc->tid = nc->tid_target;
-        nc->has_in_last = nc->in_dropped = nc->has_drop_pic = nc->has_pic_in_last = 0;
+        nc->has_in_last = nc->in_dropped = nc->in_end = nc->has_drop_pic = nc->has_pic_in_last = 0;
         nc->n_seq_marks = nc->n_pic_marks = 0;
         nc->marks_lost = 0;
     }
     newest = !nc->has_in_last || seq_newer(seq, (uint64_t)nc->in_last);
-    if (ids != NULL && ids->valid && ids->tid >= 0 && drop_temporal(nc, seq, ids, keyframe, newest))
+    if (ids != NULL && ids->valid && ids->tid >= 0 && drop_temporal(nc, seq, ids, keyframe, newest, marker))
         return 0;
     offset = (uint64_t)nc->seq_offset;
     if (newest) {
         nc->in_last = (int64_t)seq;
         nc->has_in_last = 1;
         nc->in_dropped = 0;
+        nc->in_end = marker;
     } else {
         /* a late packet: the offset in force before the drops after it */
         int i, before_all = 1;
@@ -911,7 +917,7 @@ static PyObject *NativeConsumer_map(NativeConsumerObject *self, PyObject *args, 
     if (draw_origin(self, keyframe) < 0)
         return NULL;
     pthread_mutex_lock(&self->lock);
-    ok = fwd_map(self, seq, ts, keyframe, now, NULL, &out_seq, &out_ts);
+    ok = fwd_map(self, seq, ts, keyframe, now, NULL, 0, &out_seq, &out_ts);
     pthread_mutex_unlock(&self->lock);
     if (!ok)
         Py_RETURN_NONE;
@@ -1327,6 +1333,7 @@ NC_OPTIONAL_FIELD(in_last, has_in_last)
 NC_OPTIONAL_FIELD(drop_pic, has_drop_pic)
 NC_OPTIONAL_FIELD(pic_in_last, has_pic_in_last)
 NC_BOOL_FIELD(in_dropped)
+NC_BOOL_FIELD(in_end)
 NC_BOOL_FIELD(marks_lost)
 
 static PyObject *marks_list(NativeConsumerObject *self, int pic)
@@ -1510,6 +1517,7 @@ static PyGetSetDef NativeConsumer_getset[] = {
     RW(tid_target, "Forwarder.tid_target: the highest wanted (taken at a frame start)"),
     RW(in_last, "Forwarder.in_last (None since the (re)start)"),
     RW(in_dropped, "Forwarder.in_dropped"),
+    RW(in_end, "Forwarder.in_end: the newest incoming packet ended its frame"),
     RW(drop_pic, "Forwarder.drop_pic"),
     RW(pic_in_last, "Forwarder.pic_in_last"),
     RW(marks_lost, "Forwarder.marks_lost"),
@@ -1863,7 +1871,7 @@ static Py_ssize_t fan_out(FanoutObject *self, const fan_packet *p, const uint8_t
             pthread_mutex_unlock(&nc->lock);
             continue;
         }
-        if (!fwd_map(nc, p->seq, p->ts, p->keyframe, p->now, &p->vp8, &out_seq, &out_ts)) {
+        if (!fwd_map(nc, p->seq, p->ts, p->keyframe, p->now, &p->vp8, p->marker, &out_seq, &out_ts)) {
             pthread_mutex_unlock(&nc->lock);
             continue;
         }

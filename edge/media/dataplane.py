@@ -67,7 +67,7 @@ class PythonDataPlane:
             pt = consumer.pt_map.get(pt_in)
             if pt is None:
                 continue
-            mapped = consumer.forwarder.map(seq_in, ts_in, keyframe, now, ids)
+            mapped = consumer.forwarder.map(seq_in, ts_in, keyframe, now, ids, marker)
             if mapped is None:
                 continue
             slot = consumer.slot

@@ -18,6 +18,9 @@ A late (reordered) packet from before a drop takes the offset that was in
 force before it: ``seq_marks`` / ``pic_marks`` remember the last MARKS drop
 points. A late packet of a dropped layer cannot be taken back out of the
 numbering: it leaves a one-packet hole between frames, which a decoder skips.
+Packets missing inside a dropped picture, or at its head right after a frame
+that ended (the picture numbers say nothing else is missing), are counted as
+dropped with it, so upstream loss there leaves no hole.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class Forwarder:
         "tid_target",
         "in_last",
         "in_dropped",
+        "in_end",
         "drop_pic",
         "pic_in_last",
         "seq_marks",
@@ -95,6 +99,7 @@ class Forwarder:
         self.tid_target = ALL_TIDS
         self.in_last: int | None = None  # newest incoming seq since the (re)start
         self.in_dropped = False  # ...and it was dropped
+        self.in_end = False  # ...and it ended its frame (RTP marker)
         self.drop_pic: int | None = None  # incoming PictureID of the last dropped picture
         self.pic_in_last: int | None = None  # newest incoming PictureID
         self.seq_marks: list[tuple[int, int]] = []  # (incoming seq dropped, seq_offset before)
@@ -150,21 +155,23 @@ class Forwarder:
         self.started = False
 
     def map(
-        self, seq: int, ts: int, keyframe: bool, now: float, ids: Vp8Ids | None = None
+        self, seq: int, ts: int, keyframe: bool, now: float, ids: Vp8Ids | None = None, marker: bool = False
     ) -> tuple[int, int] | None:
         """Outgoing (seq, ts) for an incoming packet, or None to skip it.
 
-        ``ids``: the VP8 descriptor's fields, for temporal-layer dropping."""
+        ``ids``: the VP8 descriptor's fields, for temporal-layer dropping;
+        ``marker``: the packet's RTP marker (it ends its frame)."""
         if not self.started:
             if self.video and not keyframe:
                 return None
             self._rebase(seq, ts, now)
         newest = self.in_last is None or seq_newer(seq, self.in_last)
-        if ids is not None and ids.tid >= 0 and self._drop_temporal(seq, ids, keyframe, newest):
+        if ids is not None and ids.tid >= 0 and self._drop_temporal(seq, ids, keyframe, newest, marker):
             return None
         if newest:
             self.in_last = seq
             self.in_dropped = False
+            self.in_end = marker
             offset = self.seq_offset
         else:
             # A late packet: the offset in force before the drops after it.
@@ -196,7 +203,7 @@ class Forwarder:
                 self.key_seq = (out_seq - TRAIL) & 0xFFFF
         return out_seq, out_ts
 
-    def _drop_temporal(self, seq: int, ids: Vp8Ids, keyframe: bool, newest: bool) -> bool:
+    def _drop_temporal(self, seq: int, ids: Vp8Ids, keyframe: bool, newest: bool, marker: bool) -> bool:
         """Whether this packet's temporal layer is not forwarded now; a dropped
         newest packet shifts the numbering of what follows."""
         if ids.start and newest:
@@ -210,19 +217,32 @@ class Forwarder:
             return True
         gap = seq_diff(seq, self.in_last) - 1 if self.in_last is not None else 0
         same_picture = ids.picture_id_at >= 0 and ids.picture_id == self.drop_pic
+        # The dropped frame's first packets are missing, and nothing else is: the
+        # last packet ended its frame, and this picture is the next one.
+        head = (
+            gap > 0
+            and not ids.start
+            and self.in_end
+            and ids.picture_id_at >= 0
+            and self.pic_in_last is not None
+            and ids.picture_id == (self.pic_in_last + 1) & ((1 << ids.picture_id_bits) - 1)
+        )
         if self.in_dropped and (gap == 0 or same_picture):
             # The same run of dropped packets: the packets missing inside it
             # belong to the dropped picture too.
             shift = 1 + gap
         else:
-            self.seq_marks.append((seq, self.seq_offset))
+            # The missing head (if that is what the gap is) is dropped with it.
+            first = (self.in_last + 1) & 0xFFFF if head else seq  # type: ignore[operator]
+            self.seq_marks.append((first, self.seq_offset))
             if len(self.seq_marks) > MARKS:
                 del self.seq_marks[0]
                 self.marks_lost = True
-            shift = 1
+            shift = 1 + gap if head else 1
         self.seq_offset = (self.seq_offset - shift) & 0xFFFF
         self.in_last = seq
         self.in_dropped = True
+        self.in_end = marker
         if ids.picture_id_at >= 0:
             bits = ids.picture_id_bits
             pic = ids.picture_id
@@ -251,7 +271,7 @@ class Forwarder:
         self.vp8_sync = True
         self.tid = self.tid_target
         self.in_last = None
-        self.in_dropped = False
+        self.in_dropped = self.in_end = False
         self.drop_pic = self.pic_in_last = None
         self.seq_marks = []
         self.pic_marks = []

@@ -284,7 +284,7 @@ def _sockaddr(remote: Any) -> tuple[Any, ...]:
 
 # The Forwarder's temporal-layer state (edge/media/forwarder.py), copied over as it is.
 TEMPORAL_STATE = (
-    "tid", "tid_target", "in_last", "in_dropped", "drop_pic", "pic_in_last", "seq_marks", "pic_marks", "marks_lost",
+    "tid", "tid_target", "in_last", "in_dropped", "in_end", "drop_pic", "pic_in_last", "seq_marks", "pic_marks", "marks_lost",
 )
 
 

@@ -42,7 +42,7 @@ from edge.media.rtp import RtpHeader, serialize_extensions
 from .rig import KEY_LENGTHS, PROFILES_FOR_TESTS, Rig, SlotSpec, make_producer, tx_policy
 
 FORWARDER = ("started", "seq_offset", "ts_offset", "last_seq", "last_ts", "last_wall", "floor_seq", "key_seq", "vp8_sync", "pic_offset", "tl0_offset", "last_pic", "last_tl0", "waiting_for_keyframe",
-             "tid", "tid_target", "in_last", "in_dropped", "drop_pic", "pic_in_last", "seq_marks", "pic_marks", "marks_lost")
+             "tid", "tid_target", "in_last", "in_dropped", "in_end", "drop_pic", "pic_in_last", "seq_marks", "pic_marks", "marks_lost")
 
 ext_ids = st.one_of(st.none(), st.integers(1, 14), st.integers(1, 14), st.integers(15, 255))
 
@@ -576,7 +576,7 @@ def test_temporal_dropping_is_identical_on_both_planes(
     seq, ts = first_seq, 0
     for n, p in enumerate(packets):
         ops += [("tid", slot, cap) for at, slot, cap in caps if at == n]
-        ops.append(("forward", 0, (p.seq - seq) & 0xFFFF, (p.ts - ts) & 0xFFFFFFFF, p.keyframe, False, 0, 0, 0, None, 0.033, n, p.payload))
+        ops.append(("forward", 0, (p.seq - seq) & 0xFFFF, (p.ts - ts) & 0xFFFFFFFF, p.keyframe, p.marker, 0, 0, 0, None, 0.033, n, p.payload))
         seq, ts = p.seq, p.ts
     ops.append(("nack", 0, [1, 2, 3], "relative"))
     sc = video_scenario(slots, ops, first_seq=first_seq, seed=3)

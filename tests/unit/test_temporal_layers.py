@@ -30,6 +30,7 @@ class Packet:
     tid: int
     keyframe: bool
     payload: bytes
+    marker: bool = False  # the frame's last packet
 
 
 def l1t3(frames: int, *, seq0: int = 65500, pic0: int = 32700, sizes: tuple[int, ...] = (3, 1, 2, 1)) -> list[Packet]:
@@ -44,7 +45,7 @@ def l1t3(frames: int, *, seq0: int = 65500, pic0: int = 32700, sizes: tuple[int,
         count = sizes[n % len(sizes)]
         for k in range(count):
             payload = descriptor((pic0 + n) & 0x7FFF, tl0, tid, sync, k == 0) + bytes([n & 0xFF, k])
-            out.append(Packet(seq & 0xFFFF, 3000 * n, (pic0 + n) & 0x7FFF, tid, n == 0, payload))
+            out.append(Packet(seq & 0xFFFF, 3000 * n, (pic0 + n) & 0x7FFF, tid, n == 0, payload, k == count - 1))
             seq += 1
     return out
 
@@ -54,7 +55,7 @@ def send(f: Forwarder, packets: list[Packet]) -> list[tuple[int, int, int, int]]
     got = []
     for p in packets:
         ids = parse_ids(p.payload)
-        mapped = f.map(p.seq, p.ts, p.keyframe, 1.0, ids)
+        mapped = f.map(p.seq, p.ts, p.keyframe, 1.0, ids, p.marker)
         if mapped is None:
             continue
         body = f.vp8(p.payload, ids)  # type: ignore[arg-type]
@@ -181,3 +182,23 @@ def test_a_late_packet_of_a_dropped_layer_leaves_one_hole_between_frames() -> No
     steps = [(b - a) & 0xFFFF for a, b in zip(out, out[1:])]
     assert steps.count(2) == 1 and set(steps) == {1, 2}
     assert steps.index(2) == 2  # between frame 0 and frame 2: no frame is cut
+
+
+def test_a_lost_head_of_a_dropped_frame_leaves_no_hole() -> None:
+    packets = l1t3(12, sizes=(1, 3, 1, 1))  # frame 1 (TL2) has 3 packets
+    del packets[1]  # its first packet never comes: the gap follows a frame that ended
+    got = send(forwarder(1), packets)
+    assert continuous([g[0] for g in got], 16)
+
+
+def test_a_gap_that_may_hold_a_kept_frames_tail_is_left_open() -> None:
+    packets = l1t3(12, sizes=(2, 2, 1, 1))  # frame 0 (kept) and frame 1 (TL2) have 2 packets
+    del packets[1:3]  # frame 0's last packet and frame 1's first: the gap is not only frame 1's
+    f = forwarder(1)
+    got = send(f, packets)
+    out = [g[0] for g in got]
+    steps = [(b - a) & 0xFFFF for a, b in zip(out, out[1:])]
+    assert steps[0] == 3 and set(steps[1:]) == {1}  # frame 0's tail keeps its place
+    late = l1t3(12, sizes=(2, 2, 1, 1))[1]  # ...and is forwarded there when it comes
+    mapped = f.map(late.seq, late.ts, False, 1.0, parse_ids(late.payload), True)
+    assert mapped is not None and mapped[0] == (out[0] + 1) & 0xFFFF
