@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .vp8 import parse_ids
+
 __all__ = ["is_frame_start", "is_keyframe", "vp8_temporal_layer"]
 
 # Audio packets are self-contained frames: never keyframes, always frame starts.
@@ -76,22 +78,8 @@ def _vp8_is_frame_start(payload: bytes) -> bool:
 
 def vp8_temporal_layer(payload: bytes) -> int | None:
     """The temporal layer index (TID) of a VP8 packet, None if not signalled."""
-    size = len(payload)
-    if size < 2 or not payload[0] & _VP8_X:
-        return None
-    extension = payload[1]
-    if not extension & _VP8_T:  # TID is only meaningful with the T bit
-        return None
-    pos = 2
-    if extension & _VP8_I:
-        if pos >= size:
-            return None
-        pos += 2 if payload[pos] & _VP8_M else 1
-    if extension & _VP8_L:
-        pos += 1
-    if pos >= size:
-        return None
-    return payload[pos] >> 6
+    ids = parse_ids(payload)
+    return ids.tid if ids is not None and ids.tid >= 0 else None
 
 
 def _h264_is_keyframe(payload: bytes) -> bool:

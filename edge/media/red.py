@@ -39,6 +39,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .rtp import with_payload
+
 if TYPE_CHECKING:
     from .consumer import Consumer
 
@@ -154,10 +156,7 @@ class RedSource:
         included) with this source's PT, and the RED payload."""
         primary = data[payload_offset : len(data) - padding]
         red = self.encoder.encode(self.opus_pt, seq, timestamp, primary)
-        header = bytearray(data[:payload_offset])
-        header[0] &= 0xDF  # no padding any more
-        header[1] = (header[1] & 0x80) | self.payload_type
-        return bytes(header) + red
+        return with_payload(data, payload_offset, self.payload_type, red)
 
 
 # Loss (fraction) from which a viewer gets one redundant block, two, three.

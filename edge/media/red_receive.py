@@ -19,7 +19,7 @@ its one copy is sized for the publisher's link, not for each viewer's.
 from __future__ import annotations
 
 from .red import MAX_DISTANCE, decode_red
-from .rtp import RtpHeader, seq_diff, seq_newer
+from .rtp import RtpHeader, seq_diff, seq_newer, with_payload
 
 
 class RedReceiver:
@@ -60,13 +60,10 @@ class RedReceiver:
         return out
 
 
+
 def _packet(
     data: bytes, header: RtpHeader, payload_type: int, seq: int, ts: int, payload: bytes, marker: bool
 ) -> bytes:
-    """``data``'s own header (CSRCs and extensions kept, no padding) for another payload."""
-    head = bytearray(data[: header.payload_offset])
-    head[0] &= ~0x20 & 0xFF
-    head[1] = (0x80 if marker else 0) | payload_type
-    head[2:4] = seq.to_bytes(2, "big")
-    head[4:8] = ts.to_bytes(4, "big")
-    return bytes(head) + payload
+    return with_payload(
+        data, header.payload_offset, payload_type, payload, marker=marker, sequence_number=seq, timestamp=ts
+    )

@@ -231,6 +231,30 @@ def abs_send_time(now: float) -> bytes:
     return (int(now * (1 << 18)) & 0xFFFFFF).to_bytes(3, "big")
 
 
+def with_payload(
+    data: bytes,
+    payload_offset: int,
+    payload_type: int,
+    payload: bytes,
+    *,
+    marker: bool | None = None,
+    sequence_number: int | None = None,
+    timestamp: int | None = None,
+) -> bytes:
+    """Packet ``data``'s header (CSRCs and extensions kept, padding dropped) with
+    ``payload`` of ``payload_type``; marker, sequence number and timestamp kept
+    unless given."""
+    header = bytearray(data[:payload_offset])
+    header[0] &= 0xDF  # no padding any more
+    keep = header[1] & 0x80 if marker is None else (0x80 if marker else 0)
+    header[1] = keep | payload_type
+    if sequence_number is not None:
+        header[2:4] = sequence_number.to_bytes(2, "big")
+    if timestamp is not None:
+        header[4:8] = timestamp.to_bytes(4, "big")
+    return bytes(header) + payload
+
+
 def seq_diff(a: int, b: int) -> int:
     """Signed distance a - b between 16-bit sequence numbers, in -32768..32767."""
     return ((a - b + 0x8000) & 0xFFFF) - 0x8000
