@@ -15,6 +15,7 @@ from edge.media.rtp import (
     seq_newer,
     serialize_extensions,
     unwrap_rtx,
+    with_payload,
 )
 
 aiortc_rtp = pytest.importorskip("aiortc.rtp")
@@ -489,3 +490,19 @@ def test_parse_random_version_2_only_value_error(flags, rest):
     except ValueError:
         return
     assert header.payload_offset <= len(data) - header.padding_length
+
+
+def test_with_payload_keeps_the_header_and_drops_padding() -> None:
+    ext = serialize_extensions({1: b"\x30", 3: b"mid"})
+    packet = build_packet(
+        marker=True, payload_type=111, sequence_number=7, timestamp=960, ssrc=0xABCD,
+        extension_block=ext, payload=b"opus",
+    )
+    padded = bytes([packet[0] | 0x20]) + packet[1:] + b"\x00\x00\x03"
+    header = RtpHeader.parse(padded)
+    out = RtpHeader.parse(with_payload(padded, header.payload_offset, 63, b"red"))
+    assert (out.payload_type, out.marker, out.sequence_number, out.timestamp, out.ssrc) == (63, True, 7, 960, 0xABCD)
+    assert out.extensions == header.extensions and out.padding_length == 0
+    moved = with_payload(padded, header.payload_offset, 111, b"x", marker=False, sequence_number=65535, timestamp=1)
+    h = RtpHeader.parse(moved)
+    assert (h.marker, h.sequence_number, h.timestamp) == (False, 65535, 1) and moved.endswith(b"x")
