@@ -69,6 +69,9 @@ class MediaConfig:
     # the node stamps every packet, the viewer reports arrivals, and the node's
     # own delay/loss estimator (edge/media/bwe.py) replaces the viewer's REMB.
     twcc: bool = True
+    # Drop VP8 temporal layers (Chromium sends three per simulcast layer) as the
+    # first step down when a viewer's budget is short (edge/media/temporal.py).
+    temporal_layers: bool = True
 
 
 @dataclass(slots=True)

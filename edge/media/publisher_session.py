@@ -328,7 +328,8 @@ class PublisherSession(Session):
                 previous.consumers.remove(consumer)
             consumer.forwarder.switch(layer, clock_rate)
             # The temporal cap for the new layer, in force from its first packet.
-            consumer.forwarder.tid_target = consumer.temporal.on_switch(layer)
+            if self.node.config.media.temporal_layers:
+                consumer.forwarder.tid_target = consumer.temporal.on_switch(layer)
             layer.consumers.append(consumer)
             consumer.layer = layer
             consumer.target = None

@@ -269,6 +269,8 @@ class ViewerSession(Session):
                 )
                 consumer.retarget(wanted)
             # The temporal cap on the layer forwarded now: the first step down.
+            if not self.node.config.media.temporal_layers:
+                continue
             forwarder = consumer.forwarder
             cap = consumer.temporal.choose(
                 current, int(forwarder.tid_target), now, budget=budget, loss=consumer.loss
