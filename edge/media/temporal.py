@@ -19,8 +19,9 @@ next layer's rate fits it with the spatial step-up's margin (x1.15), or when
 the budget stands PROBE_ROOM above what is sent now. An estimate cannot show
 much more room than it is sent (see PROBE_ROOM), so that second rise is a
 probe. It is taken back if the budget has not followed it within 2.5 s (or
-falls), and the next then waits twice as long (up to 16 s). Loss does not hold the cap: random loss is not a reason to
-send fewer frames, and congestion lowers the budget.
+falls), and the next then waits twice as long (up to 16 s). Loss is not an
+input: random loss is no reason to send fewer frames, and congestion lowers
+the budget.
 
 The rates are measured per TID at ingress (``Layer.tid_bitrate``: TIDs 0..t
 together). The Forwarder applies the cap (edge/media/forwarder.py).
@@ -80,11 +81,8 @@ class TemporalPolicy:
                 return tid
         return 0
 
-    def choose(self, layer: "Layer", cap: int, now: float, *, budget: int | None, loss: float) -> int:
-        """The cap this consumer should have on ``layer`` (``cap`` to keep it).
-
-        Loss does not hold the cap down: random loss is not a reason to send fewer
-        frames, and congestion shows in the budget (docs/bwe.md)."""
+    def choose(self, layer: "Layer", cap: int, now: float, *, budget: int | None) -> int:
+        """The cap this consumer should have on ``layer`` (``cap`` to keep it)."""
         cfg = self.config
         if budget is not None and self._first is None:
             self._first = now

@@ -272,9 +272,7 @@ class ViewerSession(Session):
             if not self.node.config.media.temporal_layers:
                 continue
             forwarder = consumer.forwarder
-            cap = consumer.temporal.choose(
-                current, int(forwarder.tid_target), now, budget=budget, loss=consumer.loss
-            )
+            cap = consumer.temporal.choose(current, int(forwarder.tid_target), now, budget=budget)
             if cap != forwarder.tid_target:
                 log.info(
                     "consumer_temporal_target",
