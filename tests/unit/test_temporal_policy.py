@@ -26,6 +26,13 @@ def settled() -> TemporalPolicy:
     return p
 
 
+def after_a_fall(to: int) -> tuple[TemporalPolicy, int]:
+    """A settled policy whose budget just fell from 2 Mbit/s to ``to`` (at t=0), and its cap."""
+    p = settled()
+    p.choose(F, ALL_TIDS, -1.0, budget=2_000_000)
+    return p, p.choose(F, ALL_TIDS, 0.0, budget=to)
+
+
 def test_every_layer_while_the_full_rate_fits_or_nothing_is_known() -> None:
     p = TemporalPolicy()
     assert p.choose(F, ALL_TIDS, 0.0, budget=1_200_000) == ALL_TIDS
@@ -41,9 +48,7 @@ def test_down_at_once_when_the_budget_falls() -> None:
     assert p.choose(F, ALL_TIDS, 1.0, budget=700_000) == 1
     assert p.choose(F, 1, 2.0, budget=500_000) == 0
     assert p.choose(F, 0, 3.0, budget=100_000) == 0  # TL0 is the floor
-    p = settled()
-    p.choose(F, ALL_TIDS, 0.0, budget=2_000_000)
-    assert p.choose(F, ALL_TIDS, 1.0, budget=450_000) == 0  # straight to TL0
+    assert after_a_fall(450_000)[1] == 0  # straight to TL0
 
 
 def test_a_budget_that_stands_low_without_falling_is_not_a_reason() -> None:
@@ -57,9 +62,7 @@ def test_a_budget_that_stands_low_without_falling_is_not_a_reason() -> None:
 
 
 def test_up_one_layer_after_the_budget_allowed_it_for_2_s() -> None:
-    p = settled()
-    p.choose(F, ALL_TIDS, -1.0, budget=2_000_000)
-    cap = p.choose(F, ALL_TIDS, 0.0, budget=500_000)
+    p, cap = after_a_fall(500_000)
     assert cap == 0
     # 500k: TL0+TL1 (600k) does not fit, and it is no more than 1.3x TL0: stays.
     assert p.choose(F, cap, 1.0, budget=500_000) == 0
@@ -73,9 +76,7 @@ def test_up_one_layer_after_the_budget_allowed_it_for_2_s() -> None:
 
 
 def test_a_budget_well_above_what_is_sent_probes_and_backs_off() -> None:
-    p = settled()
-    p.choose(F, ALL_TIDS, -1.0, budget=2_000_000)
-    cap = p.choose(F, ALL_TIDS, 0.0, budget=800_000)
+    p, cap = after_a_fall(800_000)
     assert cap == 1
     # 800k >= 1.3 x 600k: the estimate may be bounded by what is sent. A probe after 2 s.
     assert p.choose(F, cap, 1.0, budget=800_000) == 1
